@@ -1,0 +1,3 @@
+from deepmammo.cli import main
+
+raise SystemExit(main())

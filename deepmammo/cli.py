@@ -1,0 +1,48 @@
+"""The `deepmammo` command. Each stage registers its own subcommands (a module
+`commands.py` in its folder with `register(subparsers)`), so this file stays an index."""
+import argparse
+import importlib
+import logging
+import sys
+
+# One module per stage, in pipeline order; each adds its subcommands.
+COMMAND_MODULES = (
+    "deepmammo.sources.commands",
+    "deepmammo.prep.commands",
+    "deepmammo.caffe.commands",
+    "deepmammo.evaluate.commands",
+    "deepmammo.report.commands",
+)
+
+
+class CLIError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="deepmammo", description="DeepMammo: Caffe-faithful breast mass classification")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return args.func(args) or 0
+    except (CLIError, FileNotFoundError, ValueError) as exc:
+        print(f"deepmammo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
