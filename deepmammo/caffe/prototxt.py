@@ -1,0 +1,103 @@
+"""Read and write Caffe's text formats: net prototxt and solver prototxt.
+
+Errors name the file, the line and the field (`PrototxtError`). Nets in the old V1 format
+(`layers { type: CONVOLUTION }`) and the deprecated `input:` fields are upgraded in memory, as
+Caffe's ReadNetParamsFromTextFileOrDie does.
+"""
+import os
+
+from google.protobuf import text_format
+
+from deepmammo.atomic import write_text
+from deepmammo.caffe.proto import caffe_pb2 as pb
+
+
+class PrototxtError(ValueError):
+    """A prototxt file that does not parse or does not describe a valid net or solver."""
+
+    def __init__(self, source, message, line=None, column=None):
+        where = source if line is None else f"{source}:{line}:{column or 0}"
+        super().__init__(f"{where}: {message}")
+        self.source, self.line, self.column = source, line, column
+
+
+def _parse(text, message, source):
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as exc:
+        line, column = exc.GetLine(), exc.GetColumn()
+        detail = str(exc)
+        # protobuf prefixes "line:col : "; keep the explanation, we print the location ourselves.
+        if line is not None and detail.startswith(f"{line}:"):
+            detail = detail.split(" : ", 1)[-1]
+        raise PrototxtError(source, detail, line, column) from None
+    return message
+
+
+def _read(path):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such prototxt file")
+    with open(path, "r", encoding="utf-8") as f:
+        return f.read()
+
+
+def parse_net(text, source="<string>"):
+    """A NetParameter from prototxt text, upgraded to the current format."""
+    from deepmammo.caffe.upgrade import upgrade_net  # avoids an import cycle with caffemodel
+
+    net = _parse(text, pb.NetParameter(), source)
+    return upgrade_net(net, source)
+
+
+def read_net(path):
+    """A NetParameter from a .prototxt file, upgraded to the current format."""
+    return parse_net(_read(path), os.fspath(path))
+
+
+def parse_solver(text, source="<string>"):
+    """A SolverParameter from solver prototxt text."""
+    solver = _parse(text, pb.SolverParameter(), source)
+    validate_solver(solver, source)
+    return solver
+
+
+def read_solver(path):
+    """A SolverParameter from a solver .prototxt file."""
+    return parse_solver(_read(path), os.fspath(path))
+
+
+LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
+SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
+
+
+def validate_solver(solver, source):
+    """Reject what Caffe's solver would refuse, naming the field."""
+    if solver.HasField("lr_policy") and solver.lr_policy not in LR_POLICIES:
+        raise PrototxtError(source, f"field lr_policy: unknown policy {solver.lr_policy!r} "
+                                    f"(one of {', '.join(LR_POLICIES)})")
+    if solver.HasField("type") and solver.type not in SOLVER_TYPES:
+        raise PrototxtError(source, f"field type: unknown solver type {solver.type!r} "
+                                    f"(one of {', '.join(SOLVER_TYPES)})")
+    if solver.regularization_type not in ("L1", "L2"):
+        raise PrototxtError(source, f"field regularization_type: {solver.regularization_type!r} "
+                                    "is neither L1 nor L2")
+
+
+def solver_type(solver):
+    """The solver's type name, honouring the legacy `solver_type` enum when `type` is unset."""
+    if solver.HasField("type") or not solver.HasField("solver_type"):
+        return solver.type
+    legacy = pb.SolverParameter.SolverType.Name(solver.solver_type)
+    return {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad", "RMSPROP": "RMSProp",
+            "ADADELTA": "AdaDelta", "ADAM": "Adam"}[legacy]
+
+
+def to_text(message):
+    """Prototxt text of any message (Caffe's own text layout: two-space indents)."""
+    return text_format.MessageToString(message, float_format=".9g")
+
+
+def write_prototxt(message, path):
+    """Write a message as prototxt, atomically."""
+    write_text(path, to_text(message))

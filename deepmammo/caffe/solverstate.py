@@ -1,0 +1,29 @@
+"""Read and write `.solverstate` files (SolverState: iter, learned_net, history, current_step)."""
+import os
+
+from deepmammo.atomic import write_bytes
+from deepmammo.caffe.blobproto import BlobError, blob_to_array
+from deepmammo.caffe.caffemodel import CaffemodelError, _read_bytes, parse_message
+from deepmammo.caffe.proto import caffe_pb2 as pb
+
+
+def read_solverstate(path):
+    """The SolverState of a .solverstate file; every history blob checked against its shape."""
+    path = os.fspath(path)
+    state = parse_message(_read_bytes(path, "solverstate"), pb.SolverState(), path, "solverstate")
+    for i, blob in enumerate(state.history):
+        try:
+            blob_to_array(blob, where=f"{path}: history blob {i}")
+        except BlobError as exc:
+            raise CaffemodelError(str(exc)) from None
+    return state
+
+
+def history_arrays(state):
+    """The history blobs of a SolverState as float32 arrays."""
+    return [blob_to_array(b, where=f"history blob {i}") for i, b in enumerate(state.history)]
+
+
+def write_solverstate(state, path):
+    """Write a SolverState atomically."""
+    write_bytes(path, state.SerializeToString())
