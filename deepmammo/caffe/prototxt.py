@@ -95,7 +95,7 @@ def solver_type(solver):
 
 def to_text(message):
     """Prototxt text of any message (Caffe's own text layout: two-space indents)."""
-    return text_format.MessageToString(message, float_format=".9g")
+    return text_format.MessageToString(message)
 
 
 def write_prototxt(message, path):
