@@ -1,5 +1,72 @@
-"""Subcommands of this stage for the `deepmammo` command (see deepmammo/cli.py)."""
+"""`deepmammo eval`: every snapshot of a run on a validation or test LMDB (see cli.py)."""
 
 
 def register(subparsers):
     """Add this stage's subcommands to the `deepmammo` parser."""
+    p = subparsers.add_parser(
+        "eval", help="evaluate snapshots on an LMDB: metrics, patient-bootstrap CIs, predictions",
+        description="Evaluate every snapshot on one LMDB (decisions at argmax, as in the paper). "
+                    "For a test set, pass the validation results.json: the snapshot chosen on "
+                    "validation is marked, and --threshold val applies validation thresholds.")
+    p.add_argument("--model", required=True, help="deploy prototxt")
+    p.add_argument("--snapshots", required=True, nargs="+",
+                   help="caffemodel files or glob patterns (quote them), e.g. "
+                        "'runs/x/*_iter_*.caffemodel'")
+    p.add_argument("--lmdb", required=True, help="validation or test LMDB folder")
+    mean = p.add_mutually_exclusive_group()
+    mean.add_argument("--mean", help="mean.binaryproto of the training set (as mean_file)")
+    mean.add_argument("--mean-value", type=float, nargs="+", help="per-channel mean (BGR)")
+    p.add_argument("--scale", type=float, help="transform_param scale (default 1)")
+    p.add_argument("--train-val", help="train_val prototxt: take mean, scale and crop from its "
+                                       "TEST Data layer (what --mean/--scale do not set)")
+    p.add_argument("--out", required=True, help="results.json to write")
+    p.add_argument("--manifest", help="dataset manifest.csv (default: beside the LMDB)")
+    p.add_argument("--crops", help="crops.csv, for patient ids the manifest lacks (default: "
+                                   "found from the dataset's build.json)")
+    p.add_argument("--split", choices=("train", "val", "test"),
+                   help="which split the LMDB is (default: from the manifest or folder name)")
+    p.add_argument("--engine", choices=("torch", "caffe"), default="torch",
+                   help="our engine (torch) or real BVLC pycaffe (caffe)")
+    p.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
+    p.add_argument("--tta", choices=("none", "mirror"), default="none",
+                   help="test-time augmentation: average with the mirror image")
+    p.add_argument("--val-results", help="validation results.json: selection and thresholds")
+    p.add_argument("--threshold", choices=("argmax", "val"), default="argmax",
+                   help="also score at the threshold fitted on validation (needs --val-results)")
+    p.add_argument("--select-by", nargs="+", default=["accuracy", "recall"],
+                   help="validation metrics that choose the snapshot, in order")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--output", help="probability blob (default: 'prob' or the only output)")
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args):
+    from deepmammo.evaluate.snapshots import evaluate
+    results = evaluate(
+        args.model, args.snapshots, args.lmdb, args.out, mean_path=args.mean,
+        mean_value=args.mean_value, scale=args.scale, engine=args.engine,
+        tta=None if args.tta == "none" else args.tta, manifest_path=args.manifest,
+        val_results=args.val_results,
+        threshold="val" if args.threshold == "val" else None,
+        criteria=tuple(args.select_by), n_boot=args.bootstrap, seed=args.seed,
+        batch_size=args.batch_size, output=args.output, split=args.split, gpu=args.gpu,
+        crops_path=args.crops, train_val=args.train_val)
+    print(summary_table(results))
+    return 0
+
+
+def summary_table(results):
+    """A short text table of the results, one snapshot a line."""
+    lines = ["%-40s %6s %6s %6s %6s %6s" % ("snapshot (%s)" % results.get("split"),
+                                            "acc", "prec", "recall", "auc", "n")]
+    chosen = (results.get("selected") or {}).get("snapshot")
+    for e in results["snapshots"]:
+        m = e["metrics"]
+        name = e["snapshot"].replace("\\", "/").rsplit("/", 1)[-1]
+        auc = "%.3f" % m["roc_auc"] if m["roc_auc"] is not None else "-"
+        lines.append("%-40s %6.3f %6.3f %6.3f %6s %6d%s" % (
+            name[:40], m["accuracy"], m["precision"], m["recall"], auc, m["n"],
+            "  <- chosen on validation" if name == chosen else ""))
+    return "\n".join(lines)

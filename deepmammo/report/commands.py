@@ -1,5 +1,110 @@
-"""Subcommands of this stage for the `deepmammo` command (see deepmammo/cli.py)."""
+"""`deepmammo tables`, `deepmammo figures` and `deepmammo report` (see cli.py)."""
+import json
+import os
+
+
+def _runs_args(p):
+    p.add_argument("--runs", default="runs", help="runs folder (runs/<experiment>/<timestamp>/)")
+    p.add_argument("--run", action="append", default=[], metavar="EXPERIMENT=FOLDER",
+                   help="report this run folder for an experiment instead of its newest")
+    p.add_argument("--alias", action="append", default=[], metavar="RUN_EXPERIMENT=ROW",
+                   help="show the runs of one experiment in another's table rows, e.g. "
+                        "demo-levynet=levynet")
+
+
+def _pairs(items, option, form):
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError("%s takes %s, got %r" % (option, form, item))
+        key, value = item.split("=", 1)
+        out[key] = value
+    return out
+
+
+def _collect(args):
+    from deepmammo.report.collect import collect_runs
+    return collect_runs(args.runs, _pairs(args.run, "--run", "EXPERIMENT=FOLDER"),
+                        _pairs(args.alias, "--alias", "RUN_EXPERIMENT=ROW"))
 
 
 def register(subparsers):
     """Add this stage's subcommands to the `deepmammo` parser."""
+    p = subparsers.add_parser("tables", help="Tables 1-3 beside the paper's (Markdown and CSV)")
+    _runs_args(p)
+    p.add_argument("--table", nargs="+", choices=("table1", "table2", "table3"),
+                   default=["table1", "table2", "table3"])
+    p.add_argument("--out", default=os.path.join("reports", "tables"), help="output folder")
+    p.add_argument("--decision", choices=("argmax", "val-threshold"), default="argmax",
+                   help="test decisions: argmax (the paper's) or the threshold fitted on "
+                        "validation (needs eval --threshold val)")
+    p.set_defaults(func=run_tables)
+
+    p = subparsers.add_parser("figures", help="the paper's figures from runs (PNG and PDF)")
+    _runs_args(p)
+    p.add_argument("--out", default=os.path.join("reports", "figures"), help="output folder")
+    p.add_argument("--engine", choices=("torch", "caffe"),
+                   help="engine for saliency maps (default: the one that evaluated the run)")
+    p.add_argument("--saliency-count", type=int, default=5, help="images in Figure 5")
+    p.set_defaults(func=run_figures)
+
+    p = subparsers.add_parser("report", help="HTML report: tables, figures, provenance")
+    _runs_args(p)
+    p.add_argument("--name", default="latest", help="reports/<name>/index.html")
+    p.add_argument("--out", help="report folder (default reports/<name>)")
+    p.add_argument("--engine", choices=("torch", "caffe"),
+                   help="engine for saliency and t-SNE (default: the run's eval engine)")
+    p.add_argument("--ensembles", action="store_true",
+                   help="past the paper: model and snapshot ensembles (own rows)")
+    p.add_argument("--fusion", action="store_true",
+                   help="past the paper: score each mass by its CC and MLO views (own rows)")
+    p.add_argument("--tsne", action="store_true",
+                   help="past the paper: t-SNE of the last pooled activations")
+    p.add_argument("--crops", help="crops.csv (for --fusion and t-SNE colours; default: found "
+                                   "from the dataset's build.json)")
+    p.add_argument("--saliency-count", type=int, default=5)
+    p.add_argument("--bootstrap", type=int, default=1000, help="replicates for extra rows")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_report)
+
+
+def run_tables(args):
+    from deepmammo.report.tables import write_table
+    runs = _collect(args)
+    for name in args.table:
+        markdown, _ = write_table(name, runs, args.out, args.decision)
+        print(markdown)
+    print("written to %s" % args.out)
+    return 0
+
+
+def run_figures(args):
+    from deepmammo.report.build import build_figures
+    runs = _collect(args)
+    notes = []
+    made = build_figures(runs, args.out, args.engine, args.saliency_count, notes)
+    for f in made:
+        print("%s  %s" % (f.png, f.caption))
+    for n in notes:
+        print("not drawn: %s" % n)
+    return 0
+
+
+def run_report(args):
+    from deepmammo.report.build import build_report
+    extras = [name for name, on in (("ensembles", args.ensembles), ("fusion", args.fusion),
+                                    ("tsne", args.tsne)) if on]
+    out = args.out or os.path.join("reports", args.name)
+    index = build_report(args.runs, out, engine=args.engine, runs=_collect(args),
+                         extras=extras, crops_path=args.crops,
+                         saliency_count=args.saliency_count, n_boot=args.bootstrap,
+                         seed=args.seed)
+    # The tables that hold any of our numbers, on the terminal too (make demo ends with them).
+    with open(os.path.join(out, "report.json")) as f:
+        rows = json.load(f)["tables"]
+    for name in ("table1", "table2", "table3", "runs"):
+        if name == "runs" or any(r["status"] == "ok" for r in rows[name]):
+            with open(os.path.join(out, "tables", name + ".md")) as f:
+                print(f.read())
+    print("report: %s" % index)
+    return 0

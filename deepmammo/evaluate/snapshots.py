@@ -1,0 +1,201 @@
+"""Evaluate every snapshot of a run on one LMDB and write results.json with predictions CSVs.
+
+results.json (format "deepmammo-eval/1") is what tables and figures read:
+  split, model, lmdb, mean, engine, tta, run (folder, experiment, seed, max_iter, epochs),
+  bootstrap settings, provenance, and per snapshot: iteration, fraction of training, epoch,
+  predictions CSV (relative to results.json), metrics at argmax, 95% patient-bootstrap CIs,
+  the threshold a validation set would choose, and (test with validation results) the chosen
+  snapshot and metrics at the validation threshold.
+"""
+import json
+import logging
+import os
+
+import numpy as np
+
+from deepmammo.atomic import write_text
+from deepmammo.evaluate import predict, runinfo
+from deepmammo.evaluate.bootstrap import bootstrap_ci
+from deepmammo.evaluate.metrics import binary_metrics
+from deepmammo.evaluate.select import (DEFAULT_CRITERIA, choose_threshold, select_snapshot,
+                                       snapshot_id)
+
+log = logging.getLogger(__name__)
+FORMAT = "deepmammo-eval/1"
+
+
+def score_rows(rows, threshold=None, n_boot=1000, seed=0, use_preds=True):
+    """(metrics, CIs) of prediction rows. At argmax the network's own decisions are used."""
+    labels = np.array([r["label"] for r in rows])
+    probs = np.array([r["prob_malignant"] for r in rows])
+    patients = [r["patient_id"] for r in rows]
+    preds = None
+    if threshold is None and use_preds and all(r.get("pred") not in (None, "") for r in rows):
+        preds = np.array([int(r["pred"]) for r in rows])
+    metrics = binary_metrics(labels, probs, threshold=threshold, preds=preds)
+    ci = bootstrap_ci(labels, probs, patients, threshold=threshold, preds=preds,
+                      n_boot=n_boot, seed=seed) if n_boot else None
+    return metrics, ci
+
+
+def infer_split(lmdb_path, manifest, keys):
+    """'val', 'test' or 'train' from the manifest's split column, else from the folder name."""
+    splits = {manifest[k].get("split") for k in keys if manifest and k in manifest} - {None, ""}
+    if len(splits) == 1:
+        return splits.pop()
+    name = os.path.basename(os.path.abspath(lmdb_path.rstrip("/")))
+    for split in ("val", "test", "train"):
+        if name.startswith(split):
+            return split
+    return None
+
+
+def load_results(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError("results file not found: %s" % path)
+    with open(path) as f:
+        try:
+            results = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError("%s: not JSON (%s)" % (path, exc)) from exc
+    if results.get("format") != FORMAT:
+        raise ValueError("%s: not a deepmammo eval results file (format %r)"
+                         % (path, results.get("format")))
+    results["_path"] = os.path.abspath(path)
+    return results
+
+
+def predictions_path(results, entry):
+    """Absolute path of a snapshot's predictions CSV."""
+    return os.path.join(os.path.dirname(results["_path"]), entry["predictions"])
+
+
+def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, scale=None,
+             engine="torch", tta=None, manifest_path=None, val_results=None, threshold=None,
+             criteria=DEFAULT_CRITERIA, n_boot=1000, seed=0, batch_size=32, output=None,
+             split=None, gpu=None, crops_path=None, train_val=None):
+    """Evaluate each snapshot file on the LMDB; write `out` (results.json) and predictions.
+
+    val_results: a validation results.json (for a test evaluation): its chosen snapshot is
+    marked, and with threshold='val' each snapshot is also scored at the threshold fitted on its
+    own validation predictions. train_val: a train_val prototxt whose TEST Data layer gives the
+    mean, scale and crop when they are not passed (mean_path, mean_value, scale).
+    """
+    from deepmammo.provenance import provenance
+    if not os.path.isfile(model):
+        raise FileNotFoundError("deploy prototxt not found: %s" % model)
+    files = runinfo.expand_snapshots(snapshots)
+    crop = None
+    if train_val:
+        transform = predict.test_transform(train_val)
+        if mean_path is None and mean_value is None:
+            mean_path, mean_value = transform["mean_file"], transform["mean_value"]
+        scale = transform["scale"] if scale is None else scale
+        crop = transform["crop_size"]
+    scale = 1.0 if scale is None else scale
+    caffe = predict.caffe_module(engine)
+    if gpu is not None:
+        caffe.set_mode_gpu()
+        caffe.set_device(int(gpu))
+    else:
+        caffe.set_mode_cpu()
+    mean = None
+    if mean_path:
+        from deepmammo.caffe.binaryproto import read_mean
+        mean = read_mean(mean_path)
+    elif mean_value is not None:
+        mean = np.asarray(mean_value, dtype=np.float32)
+    keys, images, labels = predict.read_records(lmdb_path)
+    manifest_path = manifest_path or predict.default_manifest(lmdb_path)
+    manifest = (predict.read_dataset_index(manifest_path, crops_path)
+                if os.path.isfile(manifest_path) else None)
+    if manifest is None:
+        log.warning("no manifest at %s: the bootstrap resamples records, not patients",
+                    manifest_path)
+    split = split or infer_split(lmdb_path, manifest, keys)
+    val = load_results(val_results) if val_results else None
+    if threshold == "val" and val is None:
+        raise ValueError("--threshold val needs --val-results (a validation results.json)")
+    if val is not None and val.get("split") not in (None, "val"):
+        raise ValueError("%s: selection must come from validation results, this file is split %r"
+                         % (val_results, val.get("split")))
+
+    out_dir = os.path.dirname(os.path.abspath(out))
+    pred_dir_name = os.path.splitext(os.path.basename(out))[0] + "_predictions"
+    info = runinfo.run_info(runinfo.find_run_dir(files[0]))
+    entries = []
+    for path in files:
+        log.info("evaluating %s on %s (%d records)", os.path.basename(path), lmdb_path, len(keys))
+        net = caffe.Net(model, path, caffe.TEST)
+        if crop and tuple(net.blobs["data"].data.shape[2:4]) != (crop, crop):
+            raise ValueError("%s crops %d but the deploy net %s takes %s"
+                             % (train_val, crop, model, net.blobs["data"].data.shape[2:4]))
+        probs = predict.forward_probs(net, images, mean=mean, scale=scale, batch_size=batch_size,
+                                      tta=tta, output=output)
+        del net
+        rows = predict.prediction_rows(keys, labels, probs, manifest)
+        rel = os.path.join(pred_dir_name, os.path.splitext(os.path.basename(path))[0] + ".csv")
+        predict.write_predictions(rows, os.path.join(out_dir, rel))
+        metrics, ci = score_rows(rows, n_boot=n_boot, seed=seed)
+        iteration = runinfo.snapshot_iteration(path)
+        fraction, epoch = runinfo.training_progress(iteration, info)
+        entry = {"snapshot": os.path.abspath(path), "iteration": iteration,
+                 "fraction": fraction, "epoch": epoch, "predictions": rel,
+                 "metrics": metrics, "ci": ci}
+        if split == "val":
+            # Fitted here so a later test evaluation applies it unchanged.
+            entry["fitted_threshold"] = {
+                "criterion": "youden",
+                "value": choose_threshold([r["label"] for r in rows],
+                                          [r["prob_malignant"] for r in rows])}
+        entries.append(entry)
+
+    results = {
+        "format": FORMAT, "split": split, "model": os.path.abspath(model),
+        "lmdb": os.path.abspath(lmdb_path),
+        "mean": os.path.abspath(mean_path) if mean_path else mean_value,
+        "manifest": os.path.abspath(manifest_path) if manifest else None,
+        "engine": engine, "tta": tta or "none", "scale": scale,
+        "train_val": os.path.abspath(train_val) if train_val else None,
+        "decision": "argmax",
+        "run": {k: v for k, v in info.items() if k not in ("config", "provenance")},
+        "run_config": info.get("config"),
+        "run_provenance": info.get("provenance"),
+        "bootstrap": {"unit": "patient", "n_boot": n_boot, "seed": seed, "level": 0.95},
+        "snapshots": entries,
+    }
+    apply_selection(results, val if val is not None else (results if split == "val" else None),
+                    threshold, criteria, n_boot, seed, out_dir)
+    inputs = [model, lmdb_path] + ([mean_path] if mean_path else []) + \
+        ([train_val] if train_val else []) + files
+    results["provenance"] = provenance(
+        config={"engine": engine, "tta": tta, "scale": scale, "threshold": threshold,
+                "criteria": list(criteria), "val_results": val_results},
+        seed=seed, inputs=inputs)
+    write_text(out, json.dumps(results, indent=1, sort_keys=False) + "\n")
+    log.info("wrote %s", out)
+    results["_path"] = os.path.abspath(out)  # as load_results gives it; not in the file
+    return results
+
+
+def apply_selection(results, val, threshold, criteria, n_boot, seed, out_dir):
+    """Mark the snapshot chosen on validation and, on request, score at its val threshold."""
+    if val is None:
+        results["selected"] = None
+        return
+    chosen = select_snapshot(val["snapshots"], criteria)
+    results["selected"] = {"snapshot": snapshot_id(chosen), "iteration": chosen["iteration"],
+                           "criteria": list(criteria),
+                           "source": val.get("_path", "this file")}
+    if threshold != "val":
+        return
+    fitted = {snapshot_id(e): e.get("fitted_threshold") for e in val["snapshots"]}
+    for entry in results["snapshots"]:
+        fit = fitted.get(snapshot_id(entry))
+        if not fit:
+            raise ValueError("snapshot %s has no threshold in the validation results"
+                             % snapshot_id(entry))
+        rows = predict.read_predictions(os.path.join(out_dir, entry["predictions"]))
+        metrics, ci = score_rows(rows, threshold=fit["value"], n_boot=n_boot, seed=seed)
+        entry["threshold_metrics"] = {"threshold": fit["value"], "criterion": fit["criterion"],
+                                      "metrics": metrics, "ci": ci}

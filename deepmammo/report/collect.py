@@ -1,0 +1,115 @@
+"""Find each experiment's latest run and its evaluation results under a runs folder.
+
+Layout (the experiment runner's): runs/<experiment>/<timestamp>/ with config.yaml,
+solver.prototxt, train.log / train_log.csv, snapshots, provenance.json, and the results.json
+files `deepmammo eval` wrote anywhere inside the run folder (format "deepmammo-eval/1"; their
+`split` says validation or test).
+"""
+import json
+import logging
+import os
+
+from deepmammo.evaluate.runinfo import run_info
+from deepmammo.evaluate.select import chosen_test_entry, select_snapshot
+from deepmammo.evaluate.snapshots import FORMAT, load_results
+
+log = logging.getLogger(__name__)
+
+
+class Run:
+    """One training run with its validation and test results (either may be missing)."""
+
+    def __init__(self, experiment, run_dir, val=None, test=None):
+        self.experiment = experiment
+        self.shown_as = None  # the run's own experiment name when an alias renamed it
+        self.run_dir = run_dir
+        self.val = val
+        self.test = test
+        self.info = run_info(run_dir)
+
+    @property
+    def from_scratch(self):
+        return bool(self.info.get("from_scratch"))
+
+    def chosen_val(self):
+        """The validation entry chosen on validation, or None without validation results."""
+        return select_snapshot(self.val["snapshots"]) if self.val else None
+
+    def chosen_test(self):
+        """The test entry of the snapshot chosen on validation (None if either is missing)."""
+        if not (self.val and self.test):
+            return None
+        return chosen_test_entry(self.val["snapshots"], self.test["snapshots"])[1]
+
+    def __repr__(self):
+        return "Run(%s, %s)" % (self.experiment, self.run_dir)
+
+
+def _results_files(run_dir):
+    """Eval results.json files inside a run folder, by split (the newest file per split)."""
+    found = {}
+    for root, dirs, files in os.walk(run_dir):
+        dirs[:] = [d for d in dirs if not d.endswith("_predictions")]
+        for name in files:
+            if not name.endswith(".json") or name in ("provenance.json",):
+                continue
+            path = os.path.join(root, name)
+            try:
+                with open(path) as f:
+                    head = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(head, dict) and head.get("format") == FORMAT:
+                split = head.get("split")
+                if split not in found or os.path.getmtime(path) > os.path.getmtime(found[split]):
+                    found[split] = path
+    return found
+
+
+def load_run(run_dir, experiment=None):
+    files = _results_files(run_dir)
+    val = load_results(files["val"]) if "val" in files else None
+    test = load_results(files["test"]) if "test" in files else None
+    experiment = experiment or run_info(run_dir)["experiment"]
+    return Run(experiment, run_dir, val, test)
+
+
+def collect_runs(runs_root, overrides=None, aliases=None):
+    """{experiment: Run} for the newest run folder of each experiment that has results.
+
+    overrides: {experiment: run folder} to report a particular run instead of the newest.
+    aliases: {run experiment: table experiment}, e.g. {"demo-levynet": "levynet"}, so a run
+    under another name fills a paper row (the run keeps its folder and provenance).
+    """
+    runs = {}
+    overrides = dict(overrides or {})
+    if runs_root and os.path.isdir(runs_root):
+        for experiment in sorted(os.listdir(runs_root)):
+            exp_dir = os.path.join(runs_root, experiment)
+            if not os.path.isdir(exp_dir) or experiment in overrides:
+                continue
+            # Timestamps sort by name; take the newest run that has any results. Links (the
+            # runner's `latest`) are skipped: the folder they name is in the listing itself.
+            for stamp in sorted(os.listdir(exp_dir), reverse=True):
+                run_dir = os.path.join(exp_dir, stamp)
+                if os.path.islink(run_dir):
+                    continue
+                if os.path.isdir(run_dir) and _results_files(run_dir):
+                    runs[experiment] = load_run(run_dir, experiment)
+                    break
+    elif runs_root:
+        raise FileNotFoundError("runs folder not found: %s" % runs_root)
+    for experiment, run_dir in overrides.items():
+        if not os.path.isdir(run_dir):
+            raise FileNotFoundError("run folder for %s not found: %s" % (experiment, run_dir))
+        runs[experiment] = load_run(run_dir, experiment)
+    for source, target in (aliases or {}).items():
+        if source not in runs:
+            raise ValueError("no evaluated run of %s under %s to show as %s"
+                             % (source, runs_root, target))
+        run = runs.pop(source)
+        run.experiment, run.shown_as = target, source
+        runs[target] = run
+    if not runs:
+        log.warning("no evaluated runs under %s", runs_root)
+    return runs

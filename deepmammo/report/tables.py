@@ -1,0 +1,162 @@
+"""Tables 1-3 from evaluated runs, each row beside the paper's figure, as Markdown and CSV.
+
+A row reports the snapshot chosen on validation: its validation metrics (Tables 1 and 3) or its
+test metrics (Table 2). Rows of experiments not run yet show the paper's value and "not run".
+"""
+import csv
+import io
+import os
+
+from deepmammo.atomic import write_text
+from deepmammo.report import paper
+
+LABELS = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall",
+          "epochs": "# Epochs", "specificity": "Specificity", "f1": "F1", "roc_auc": "ROC AUC",
+          "pr_auc": "PR AUC"}
+
+
+def _entry_scores(entry, decision):
+    """(metrics, CIs) of a results entry at argmax, or at the validation-fitted threshold."""
+    if decision == "val-threshold":
+        scored = entry.get("threshold_metrics")
+        if not scored:
+            raise ValueError("snapshot %s was not scored at a validation threshold; run "
+                             "`deepmammo eval` on test with --val-results and --threshold val"
+                             % os.path.basename(entry["snapshot"]))
+        return scored["metrics"], scored.get("ci") or {}
+    return entry["metrics"], entry.get("ci") or {}
+
+
+def table_rows(spec, runs, decision="argmax"):
+    """Rows of one table: dicts with model, experiment, per metric ours/low/high/paper, and
+    where each number came from. decision: 'argmax' (the paper's) or 'val-threshold' (test
+    tables only: the threshold fitted on validation, applied unchanged)."""
+    if decision not in ("argmax", "val-threshold"):
+        raise ValueError("unknown decision rule %r (argmax or val-threshold)" % decision)
+    if spec["split"] != "test":
+        decision = "argmax"  # a threshold fitted on validation says nothing new there
+    rows = []
+    for row_spec in spec["rows"]:
+        run = runs.get(row_spec["experiment"])
+        entry = None
+        if run is not None:
+            entry = run.chosen_val() if spec["split"] == "val" else run.chosen_test()
+        row = {"model": row_spec["model"], "experiment": row_spec["experiment"],
+               "status": "ok" if entry else ("not evaluated on %s" % spec["split"]
+                                             if run else "not run")}
+        if run is not None and run.from_scratch:
+            row["model"] += " [from scratch]"
+        if run is not None and run.shown_as:
+            row["model"] += " [run: %s]" % run.shown_as
+        scores = _entry_scores(entry, decision) if entry is not None else ({}, {})
+        row["decision"] = decision
+        for metric in spec["metrics"]:
+            row[metric + "_paper"] = row_spec["paper"].get(metric)
+            ours, ci = None, None
+            if entry is not None:
+                if metric == "epochs":
+                    ours = entry.get("epoch")
+                else:
+                    ours = scores[0].get(metric)
+                    ci = scores[1].get(metric)
+            row[metric] = ours
+            row[metric + "_low"], row[metric + "_high"] = ci if ci else (None, None)
+        if entry is not None:
+            results = run.val if spec["split"] == "val" else run.test
+            row.update(snapshot=os.path.basename(entry["snapshot"]),
+                       iteration=entry.get("iteration"), n=entry["metrics"]["n"],
+                       engine=results.get("engine"), run_dir=run.run_dir,
+                       results=results.get("_path"),
+                       seed=run.info.get("seed"))
+        rows.append(row)
+    return rows
+
+
+def _fmt(value, metric):
+    if value is None:
+        return "-"
+    if metric == "epochs":
+        return "%.1f" % value if abs(value - round(value)) > 0.05 else "%d" % round(value)
+    return "%.3f" % value
+
+
+def to_markdown(spec, rows):
+    """A Markdown table: for each metric ours [95% CI] and the paper's, then the snapshot."""
+    decision = rows[0].get("decision", "argmax") if rows else "argmax"
+    head = ["Model"]
+    for metric in spec["metrics"]:
+        head += ["%s (ours)" % LABELS[metric], "%s (paper)" % LABELS[metric]]
+    head += ["Snapshot", "n"]
+    lines = ["**%s** (%s set; snapshot chosen on validation; decisions %s)" % (
+        spec["title"], "validation" if spec["split"] == "val" else "test",
+        "at argmax, as in the paper" if decision == "argmax"
+        else "at the threshold fitted on validation"), "",
+        "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["model"]]
+        for metric in spec["metrics"]:
+            ours = _fmt(row.get(metric), metric)
+            if row.get(metric + "_low") is not None:
+                ours += " [%s, %s]" % (_fmt(row[metric + "_low"], metric),
+                                       _fmt(row[metric + "_high"], metric))
+            cells += [ours, _fmt(row.get(metric + "_paper"), metric)]
+        cells += [row.get("snapshot") or row["status"], str(row.get("n", "-"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_columns(spec):
+    cols = ["model", "experiment", "status", "decision"]
+    for metric in spec["metrics"]:
+        cols += [metric, metric + "_low", metric + "_high", metric + "_paper"]
+    return cols + ["snapshot", "iteration", "n", "engine", "seed", "run_dir", "results"]
+
+
+def to_csv(spec, rows):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=csv_columns(spec), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else ("%.6g" % v if isinstance(v, float) else v))
+                         for k, v in row.items()})
+    return buf.getvalue()
+
+
+def write_table(name, runs, out_dir, decision="argmax"):
+    """Write <out_dir>/<name>.md and .csv for table1/table2/table3; return (markdown, rows)."""
+    if name not in paper.TABLES:
+        raise ValueError("unknown table %r (choose from %s)" % (name, ", ".join(paper.TABLES)))
+    spec = paper.TABLES[name]
+    rows = table_rows(spec, runs, decision)
+    markdown = to_markdown(spec, rows)
+    write_text(os.path.join(out_dir, name + ".md"), markdown)
+    write_text(os.path.join(out_dir, name + ".csv"), to_csv(spec, rows))
+    return markdown, rows
+
+
+def runs_table(runs):
+    """Every evaluated run (whatever its experiment) at its chosen snapshot: val and test
+    metrics side by side. The paper's tables only name its six experiments; this one shows all."""
+    spec = {"title": "All evaluated runs", "split": "both",
+            "metrics": ("accuracy", "precision", "recall", "roc_auc")}
+    lines = ["| Experiment | Snapshot | Split | n | Accuracy | Precision | Recall | ROC AUC |",
+             "|---|---|---|---|---|---|---|---|"]
+    rows = []
+    for experiment, run in sorted(runs.items()):
+        for split, entry in (("val", run.chosen_val()), ("test", run.chosen_test())):
+            if entry is None:
+                continue
+            m, ci = entry["metrics"], entry.get("ci") or {}
+
+            def cell(metric):
+                value = _fmt(m.get(metric), metric)
+                if ci.get(metric):
+                    value += " [%.3f, %.3f]" % tuple(ci[metric])
+                return value
+            lines.append("| %s | %s | %s | %d | %s |" % (
+                experiment, os.path.basename(entry["snapshot"]), split, m["n"],
+                " | ".join(cell(k) for k in spec["metrics"])))
+            rows.append({"experiment": experiment, "split": split,
+                         "snapshot": os.path.basename(entry["snapshot"]), **m})
+    return "\n".join(lines) + "\n", rows
