@@ -5,13 +5,14 @@ import importlib
 import logging
 import sys
 
-# One module per stage, in pipeline order; each adds its subcommands.
+# One module per stage, in pipeline order, and the function that adds its subcommands.
 COMMAND_MODULES = (
-    "deepmammo.sources.commands",
-    "deepmammo.prep.commands",
-    "deepmammo.caffe.commands",
-    "deepmammo.evaluate.commands",
-    "deepmammo.report.commands",
+    ("deepmammo.sources.commands", "register"),
+    ("deepmammo.prep.commands", "register"),
+    ("deepmammo.caffe.commands", "register"),
+    ("deepmammo.experiment_cli", "register_experiment"),
+    ("deepmammo.evaluate.commands", "register"),
+    ("deepmammo.report.commands", "register"),
 )
 
 
@@ -24,8 +25,8 @@ def build_parser():
         prog="deepmammo", description="DeepMammo: Caffe-faithful breast mass classification")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for module, function in COMMAND_MODULES:
+        getattr(importlib.import_module(module), function)(subparsers)
     return parser
 
 
