@@ -32,6 +32,7 @@ CASES ?= data/cases/synth-$(SYNTH_KIND)-$(SYNTH_PATIENTS)-s$(SEED)/cases.csv
 DATASETS ?= data/datasets/$(notdir $(patsubst %/,%,$(dir $(CASES))))
 CROPS := $(DATASETS)/crops
 
+.SECONDARY:
 .PHONY: help install caffe browser test bench demo paper table1 table2 table3 figures report \
         data-small-noaug data-large-noaug data-large-aug clean-venv \
         levynet levynet-code alexnet-noaug-small alexnet-noaug-large alexnet-aug-large \

@@ -1,0 +1,617 @@
+"""Caffe's Solver: the training loop, testing, snapshots and restore (solver.cpp, sgd_solver.cpp).
+
+`Solver` holds everything the six solver types share: the train net and test nets built from the
+solver prototxt, `step(n)` / `solve()` with Caffe's order of events, `apply_update()` (learning
+rate, gradient clipping, 1/iter_size, weight decay, the type's update rule, w -= update),
+snapshots named `<prefix>_iter_N.caffemodel/.solverstate`, and `restore(path)`. The update rules
+live in solvers.py. pycaffe's names are kept: `net`, `test_nets`, `iter`, `step`, `solve`,
+`snapshot`, `restore`, `param`, `lr`.
+"""
+import copy
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from deepmammo.atomic import write_bytes
+from deepmammo.caffe import lr_policy
+from deepmammo.caffe.proto import caffe_pb2 as pb
+from deepmammo.caffe.train_log import TrainLog, fmt
+
+logger = logging.getLogger(__name__)
+
+TRAIN, TEST = pb.TRAIN, pb.TEST
+
+_LEGACY_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad",
+                 "RMSPROP": "RMSProp", "ADADELTA": "AdaDelta", "ADAM": "Adam"}
+
+
+class SolverError(ValueError):
+    """A solver prototxt or solverstate that Caffe would refuse; the message names the file."""
+
+
+# ---------------------------------------------------------------------------- reading the solver
+
+def read_solver_param(param, source=None):
+    """(SolverParameter, source name) from a path or a SolverParameter, upgraded as Caffe does.
+
+    Upgrades: the legacy `solver_type` enum becomes `type`; an unset `snapshot_prefix` becomes the
+    solver file's path without its extension, and a prefix that is a folder gets the file's stem
+    appended (UpgradeSnapshotPrefixProperty).
+    """
+    if isinstance(param, (str, os.PathLike)):
+        from deepmammo.caffe.prototxt import read_solver
+        source = os.fspath(param)
+        param = read_solver(source)
+    else:
+        param = copy.deepcopy(param)
+        source = source or "<solver>"
+    if param.HasField("solver_type"):
+        if param.HasField("type"):
+            raise SolverError(f"{source}: give the solver type by `type` or by the legacy "
+                              "`solver_type`, not both")
+        param.type = _LEGACY_TYPES[pb.SolverParameter.SolverType.Name(param.solver_type)]
+        param.ClearField("solver_type")
+    if os.path.isfile(source):
+        if not param.HasField("snapshot_prefix"):
+            param.snapshot_prefix = os.path.splitext(source)[0]
+        elif os.path.isdir(param.snapshot_prefix):
+            stem = os.path.splitext(os.path.basename(source))[0]
+            param.snapshot_prefix = os.path.join(param.snapshot_prefix, stem)
+    return param, source
+
+
+def _resolve(path, source):
+    """A file named in a solver: relative to the working directory as in Caffe; when it is not
+    there, relative to the solver file's folder (where Caffe would stop with an error)."""
+    if os.path.exists(path) or os.path.isabs(path):
+        return path
+    base = os.path.dirname(os.path.abspath(source)) if source and os.path.isfile(source) else None
+    if base and os.path.exists(os.path.join(base, path)):
+        return os.path.join(base, path)
+    raise FileNotFoundError(f"{source}: net file {path!r} not found (relative to the working "
+                            f"directory {os.getcwd()!r} or to the solver's folder)")
+
+
+def _read_net_param(path, source):
+    from deepmammo.caffe.prototxt import read_net
+    return read_net(_resolve(path, source))
+
+
+def build_net(net_param, source="<net>"):
+    """Our Net from a NetParameter whose `state` says phase, level and stages."""
+    from deepmammo.caffe.net import Net
+    net_param = copy.deepcopy(net_param)
+    stages = list(net_param.state.stage)
+    net_param.state.ClearField("stage")   # Net() adds the stages it is given
+    return Net(net_param, net_param.state.phase, level=net_param.state.level, stages=stages)
+
+
+# ---------------------------------------------------------------------------------- the solver
+
+class Solver:
+    """The parts of Caffe's Solver/SGDSolver every update rule shares.
+
+    Subclasses set `type`, `history_per_param` and implement `compute_update_value(i, rate)`.
+    """
+    type = None
+    history_per_param = 1
+
+    def __init__(self, param, source=None, rank=0, world_size=1, log=None, net_factory=None,
+                 weights=None):
+        self.param, self.source = read_solver_param(param, source)
+        if weights is not None:
+            # caffe train --weights replaces the solver's own `weights`; --snapshot clears them.
+            self.param.ClearField("weights")
+            if weights:
+                self.param.weights.append(weights)
+        self.rank, self.world_size = rank, world_size
+        self.log = log or TrainLog()
+        self._net_factory = net_factory or build_net
+        self.callbacks = []          # objects with on_start() / on_gradients_ready()
+        self.action_request = None   # callable -> "none" | "stop" | "snapshot" (signals)
+        self.requested_early_exit = False
+        self.progress = sys.stderr.isatty() and rank == 0
+        self.iter = 0
+        self.current_step = 0
+        self._check()
+        if self.param.random_seed >= 0:
+            _set_random_seed(self.param.random_seed + rank)
+        self.net = self._init_train_net()
+        self.test_nets = self._init_test_nets()
+        self._losses, self._smoothed_loss = [], 0.0
+        self._iterations_last = 0
+        self.history = [torch.zeros_like(b.tdata)
+                        for _ in range(self.history_per_param)
+                        for b in self.net.learnable_params]
+        self.log.set_columns(self._csv_columns())
+
+    # ------------------------------------------------------------------ construction
+    def _check(self):
+        p = self.param
+        if p.average_loss < 1:
+            raise SolverError(f"{self.source}: average_loss must be >= 1, got {p.average_loss}")
+        if p.iter_size < 1:
+            raise SolverError(f"{self.source}: iter_size must be >= 1, got {p.iter_size}")
+        if p.lr_policy not in lr_policy.POLICIES:
+            raise SolverError(f"{self.source}: unknown lr_policy {p.lr_policy!r} "
+                              f"(one of {', '.join(lr_policy.POLICIES)})")
+        if p.regularization_type not in ("L1", "L2"):
+            raise SolverError(f"{self.source}: unknown regularization_type "
+                              f"{p.regularization_type!r} (L1 or L2)")
+        if p.snapshot and not p.HasField("snapshot_prefix"):
+            raise SolverError(f"{self.source}: snapshot is set but snapshot_prefix is not")
+        if p.snapshot_format == pb.SolverParameter.HDF5:
+            raise SolverError(f"{self.source}: snapshot_format HDF5 is not supported here "
+                              "(use BINARYPROTO, Caffe's default)")
+        try:
+            lr_policy.learning_rate(p, 0)   # a missing stepsize or gamma fails now, not later
+        except lr_policy.LRPolicyError as exc:
+            raise SolverError(f"{self.source}: {exc}") from None
+        self.check_param()
+        if p.snapshot and self.rank == 0:
+            self._probe_snapshot_prefix()
+
+    def check_param(self):
+        """Type-specific checks (AdaGrad and RMSProp refuse momentum)."""
+
+    def _probe_snapshot_prefix(self):
+        probe = self.snapshot_filename(".tempfile")
+        try:
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+        except OSError as exc:
+            raise SolverError(f"{self.source}: cannot write to snapshot prefix "
+                              f"{self.param.snapshot_prefix!r} ({exc}); make sure that the "
+                              "folder exists and is writable") from None
+
+    def _init_train_net(self):
+        p = self.param
+        given = [f for f in ("net", "net_param", "train_net", "train_net_param") if p.HasField(f)]
+        if len(given) != 1:
+            raise SolverError(f"{self.source}: the solver must name exactly one train net by one "
+                              f"of net, net_param, train_net, train_net_param (found "
+                              f"{', '.join(given) or 'none'})")
+        field = given[0]
+        if field in ("train_net_param", "net_param"):
+            net_param = copy.deepcopy(getattr(p, field))
+            where = f"specified in {field}"
+        else:
+            net_param = _read_net_param(getattr(p, field), self.source)
+            where = f"from {field} file: {getattr(p, field)}"
+        # Solver defaults (TRAIN), then the net's own state, then the solver's train_state.
+        state = pb.NetState(phase=TRAIN)
+        state.MergeFrom(net_param.state)
+        state.MergeFrom(p.train_state)
+        net_param.state.CopyFrom(state)
+        self._log(f"Creating training net {where}")
+        net = self._net_factory(net_param, self.source)
+        self._load_weights(net)
+        return net
+
+    def _init_test_nets(self):
+        p = self.param
+        generic = p.HasField("net") + p.HasField("net_param")
+        specific = len(p.test_net_param) + len(p.test_net)
+        if generic and len(p.test_iter) < specific or not generic and len(p.test_iter) != specific:
+            raise SolverError(f"{self.source}: test_iter must be given once for each test net "
+                              f"({len(p.test_iter)} test_iter for {specific} test nets)")
+        instances = len(p.test_iter) if generic else specific
+        if len(p.test_state) and len(p.test_state) != instances:
+            raise SolverError(f"{self.source}: test_state must be given once per test net or not "
+                              "at all")
+        if instances and p.test_interval <= 0:
+            raise SolverError(f"{self.source}: test nets need test_interval > 0")
+        params = [(copy.deepcopy(n), "test_net_param") for n in p.test_net_param]
+        params += [(_read_net_param(f, self.source), f"test_net file: {f}") for f in p.test_net]
+        for _ in range(instances - len(params)):
+            if p.HasField("net_param"):
+                params.append((copy.deepcopy(p.net_param), "net_param"))
+            else:
+                params.append((_read_net_param(p.net, self.source), f"net file: {p.net}"))
+        nets = []
+        for i, (net_param, where) in enumerate(params):
+            state = pb.NetState(phase=TEST)
+            state.MergeFrom(net_param.state)
+            if len(p.test_state):
+                state.MergeFrom(p.test_state[i])
+            net_param.state.CopyFrom(state)
+            self._log(f"Creating test net (#{i}) specified by {where}")
+            net = self._net_factory(net_param, self.source)
+            self._load_weights(net)
+            nets.append(net)
+        return nets
+
+    def _load_weights(self, net):
+        for entry in self.param.weights:
+            for path in entry.split(","):
+                path = path.strip()
+                if path:
+                    self._log(f"Finetuning from {path}")
+                    net.copy_from(path)
+
+    # --------------------------------------------------------------------- the loop
+    def step(self, iters):
+        """Run `iters` iterations (each: maybe test, iter_size forward/backward, update)."""
+        start_iter, stop_iter = self.iter, self.iter + iters
+        self._losses, self._smoothed_loss = [], 0.0
+        self._iterations_last = self.iter
+        timer = time.perf_counter()
+        bar = _progress_bar(iters, self.iter, self.progress)
+        try:
+            while self.iter < stop_iter:
+                self.net.clear_param_diffs()
+                if (self.param.test_interval and self.iter % self.param.test_interval == 0
+                        and (self.iter > 0 or self.param.test_initialization)):
+                    if self.rank == 0:
+                        self.test_all()
+                    if self.requested_early_exit:
+                        break
+                for cb in self.callbacks:
+                    cb.on_start()
+                display = self.param.display and self.iter % self.param.display == 0
+                loss = np.float32(0)
+                for _ in range(self.param.iter_size):
+                    loss += np.float32(self.net.forward_backward())
+                loss /= np.float32(self.param.iter_size)
+                self._update_smoothed_loss(float(loss), start_iter)
+                if display:
+                    lapse = time.perf_counter() - timer
+                    self._display(lapse)
+                    timer = time.perf_counter()
+                for cb in self.callbacks:
+                    cb.on_gradients_ready()
+                self.apply_update()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{self._smoothed_loss:.4g}", refresh=False)
+                request = self._requested_action()
+                if ((self.param.snapshot and self.iter % self.param.snapshot == 0
+                     and self.rank == 0) or request == "snapshot"):
+                    self.snapshot()
+                if request == "stop":
+                    self.requested_early_exit = True
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            self.log.flush()
+
+    def solve(self, resume_file=None):
+        """Train to max_iter (from `resume_file` when given), snapshot, final display and test."""
+        self.log.info(f"Solving {self.net.name}")
+        self.log.info(f"Learning Rate Policy: {self.param.lr_policy}")
+        self.requested_early_exit = False
+        if resume_file:
+            self.log.info(f"Restoring previous solver status from {resume_file}")
+            self.restore(resume_file)
+        start_iter = self.iter
+        self.step(self.param.max_iter - self.iter)
+        if (self.rank == 0 and self.param.snapshot_after_train
+                and (not self.param.snapshot or self.iter % self.param.snapshot != 0)):
+            self.snapshot()
+        if self.requested_early_exit:
+            self.log.info("Optimization stopped early.")
+            self.log.flush()
+            return
+        if self.rank == 0 and self.param.display and self.iter % self.param.display == 0:
+            # Forward only: the weights have been updated max_iter times already.
+            outputs = self.net.forward()
+            self._update_smoothed_loss(_net_loss(self.net, outputs), start_iter)
+            self.log.info(f"Iteration {self.iter}, loss = {fmt(self._smoothed_loss)}")
+            self.log.record(self.iter, {"loss": self._smoothed_loss})
+        if (self.rank == 0 and self.param.test_interval
+                and self.iter % self.param.test_interval == 0):
+            self.test_all()
+        self.log.info("Optimization Done.")
+        self.log.flush()
+
+    def _update_smoothed_loss(self, loss, start_iter):
+        average = self.param.average_loss
+        if len(self._losses) < average:
+            self._losses.append(loss)
+            n = len(self._losses)
+            self._smoothed_loss = (self._smoothed_loss * (n - 1) + loss) / n
+        else:
+            idx = (self.iter - start_iter) % average
+            self._smoothed_loss += (loss - self._losses[idx]) / average
+            self._losses[idx] = loss
+
+    def _display(self, lapse):
+        if self.rank != 0:
+            return
+        n = self.param.display
+        per_s = (self.iter - self._iterations_last) / (lapse or 1)
+        self.log.info(f"Iteration {self.iter} ({fmt(per_s)} iter/s, {fmt(lapse)}s/{n} iters), "
+                      f"loss = {fmt(self._smoothed_loss)}")
+        self._iterations_last = self.iter
+        weights = _loss_weights(self.net)
+        row = {"loss": self._smoothed_loss}
+        index = 0
+        for name in self.net.outputs:
+            values = np.asarray(self.net.blobs[name].data, dtype=np.float32).ravel()
+            w = weights.get(name, 0.0)
+            for k, v in enumerate(values):
+                extra = f" (* {fmt(w)} = {fmt(np.float32(w) * v)} loss)" if w else ""
+                self.log.info(f"    Train net output #{index}: {name} = {fmt(v)}{extra}")
+                row[_column("train", name, k, len(values))] = float(v)
+                index += 1
+        self.log.record(self.iter, row)
+
+    # ------------------------------------------------------------------- the update
+    @property
+    def lr(self):
+        """The learning rate of the next update (pycaffe's SGDSolver.lr)."""
+        return lr_policy.learning_rate(self.param, self.iter, self.current_step)[0]
+
+    def local_rate(self, i, rate):
+        return float(np.float32(rate) * np.float32(self.net.learnable_params[i].lr_mult))
+
+    def apply_update(self):
+        """Caffe's SGDSolver::ApplyUpdate for every solver type."""
+        previous_step = self.current_step
+        try:
+            rate, self.current_step = lr_policy.learning_rate(
+                self.param, self.iter, self.current_step)
+        except lr_policy.LRPolicyError as exc:
+            raise SolverError(f"{self.source}: {exc}") from None
+        if self.param.lr_policy == "multistep" and self.current_step != previous_step:
+            self._log(f"MultiStep Status: Iteration {self.iter}, step = {self.current_step}")
+        if self.param.display and self.iter % self.param.display == 0 and self.rank == 0:
+            self.log.info(f"Iteration {self.iter}, lr = {fmt(rate)}")
+            self.log.record(self.iter, {"lr": rate})
+        params = self.net.learnable_params
+        with torch.no_grad():
+            for blob in params:
+                # A frozen blob gets no gradient in Caffe (its layer does not propagate to it),
+                # so it must weigh nothing in the clipping norm or the history.
+                if blob.lr_mult == 0:
+                    blob.tdiff.zero_()
+            self.clip_gradients()
+            for i in range(len(params)):
+                self.normalize(i)
+                self.regularize(i)
+                self.compute_update_value(i, rate)
+            for blob in params:
+                blob.tdata.sub_(blob.tdiff)
+        self.iter += 1
+
+    def clip_gradients(self):
+        clip = np.float32(self.param.clip_gradients)
+        if clip < 0:
+            return
+        sumsq = np.float32(0)
+        for blob in self.net.learnable_params:
+            sumsq += np.float32(torch.dot(blob.tdiff.reshape(-1), blob.tdiff.reshape(-1)).item())
+        norm = np.float32(np.sqrt(sumsq))
+        if norm > clip:
+            scale = np.float32(clip / norm)
+            self._log(f"Gradient clipping: scaling down gradients (L2 norm {fmt(norm)} > "
+                      f"{fmt(clip)}) by scale factor {fmt(scale)}")
+            for blob in self.net.learnable_params:
+                blob.tdiff.mul_(float(scale))
+
+    def normalize(self, i):
+        if self.param.iter_size > 1:
+            self.net.learnable_params[i].tdiff.mul_(float(np.float32(1) /
+                                                          np.float32(self.param.iter_size)))
+
+    def regularize(self, i):
+        blob = self.net.learnable_params[i]
+        decay = float(np.float32(self.param.weight_decay) * np.float32(blob.decay_mult))
+        if not decay:
+            return
+        if self.param.regularization_type == "L2":
+            blob.tdiff.add_(blob.tdata, alpha=decay)
+        else:
+            blob.tdiff.add_(torch.sign(blob.tdata), alpha=decay)
+
+    def compute_update_value(self, i, rate):
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------- testing
+    def test_all(self):
+        """Test every test net (rank 0 only, as in Caffe). Returns a list of {output: mean}."""
+        results = []
+        for i in range(len(self.test_nets)):
+            if self.requested_early_exit:
+                break
+            results.append(self.test(i))
+        return results
+
+    def test(self, test_net_id=0):
+        """Forward test_iter batches through one test net; log and return the mean outputs."""
+        self.log.info(f"Iteration {self.iter}, Testing net (#{test_net_id})")
+        net = self.test_nets[test_net_id]
+        net.share_trained_params(self.net)
+        n_iter = self.param.test_iter[test_net_id]
+        scores, names, loss = None, [], np.float32(0)
+        weights = _loss_weights(net)
+        for k in range(n_iter):
+            request = self._requested_action()
+            while request not in (None, "none"):
+                if request == "snapshot":
+                    self.snapshot()
+                elif request == "stop":
+                    self.requested_early_exit = True
+                request = self._requested_action()
+            if self.requested_early_exit:
+                self.log.info("Test interrupted.")
+                return {}
+            outputs = net.forward()
+            if self.param.test_compute_loss:
+                loss += np.float32(_net_loss(net, outputs))
+            vec = []
+            for name in net.outputs:
+                values = np.asarray(outputs[name], dtype=np.float32).ravel()
+                if k == 0:
+                    names += [(name, j, values.size) for j in range(values.size)]
+                vec.append(values)
+            vec = np.concatenate(vec) if vec else np.zeros(0, np.float32)
+            scores = vec.copy() if scores is None else scores + vec
+        if self.param.test_compute_loss:
+            self.log.info(f"Test loss: {fmt(loss / np.float32(n_iter))}")
+        result, row = {}, {}
+        for i, (name, j, count) in enumerate(names):
+            mean = scores[i] / np.float32(n_iter)
+            w = weights.get(name, 0.0)
+            extra = f" (* {fmt(w)} = {fmt(np.float32(w) * mean)} loss)" if w else ""
+            self.log.info(f"    Test net output #{i}: {name} = {fmt(mean)}{extra}")
+            key = name if count == 1 else f"{name}_{j}"
+            result[key] = float(mean)
+            row[_column(f"test{test_net_id}", name, j, count)] = float(mean)
+        self.log.record(self.iter, row)
+        return result
+
+    # --------------------------------------------------------------------- snapshots
+    def snapshot_filename(self, extension):
+        return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
+
+    def snapshot(self):
+        """Write `<prefix>_iter_N.caffemodel` and `.solverstate` (each via a temporary name)."""
+        model_filename = self.snapshot_filename(".caffemodel")
+        self.log.info(f"Snapshotting to binary proto file {model_filename}")
+        net_param = _net_to_proto(self.net, self.param.snapshot_diff)
+        write_bytes(model_filename, net_param.SerializeToString())
+        state_filename = self.snapshot_filename(".solverstate")
+        self.log.info(f"Snapshotting solver state to binary proto file {state_filename}")
+        write_bytes(state_filename, self.solver_state(model_filename).SerializeToString())
+        self.log.flush()
+        return model_filename, state_filename
+
+    def solver_state(self, learned_net=None):
+        """This solver's SolverState (iter, learned_net, history, current_step)."""
+        from deepmammo.caffe.blobproto import array_to_blob
+        state = pb.SolverState(iter=self.iter, current_step=self.current_step)
+        if learned_net is not None:
+            state.learned_net = learned_net
+        for h in self.history:
+            state.history.append(array_to_blob(h.detach().cpu().numpy()))
+        return state
+
+    def restore(self, path):
+        """Continue from a .solverstate (ours or Caffe's): iteration, weights, history."""
+        from deepmammo.caffe.blobproto import blob_to_array
+        from deepmammo.caffe.solverstate import read_solverstate
+        path = os.fspath(path)
+        if path.endswith(".h5"):
+            raise SolverError(f"{path}: HDF5 solver states are not supported (BINARYPROTO only)")
+        state = read_solverstate(path)
+        if len(state.history) != len(self.history):
+            raise SolverError(f"{path}: {len(state.history)} history blobs, but this "
+                              f"{self.type} solver on this net keeps {len(self.history)}: "
+                              "incorrect length of history blobs (another net or solver type?)")
+        arrays = []
+        for i, (blob, h) in enumerate(zip(state.history, self.history)):
+            arr = blob_to_array(blob, where=f"{path}: history blob {i}")
+            if arr.size != h.numel():
+                raise SolverError(f"{path}: history blob {i} has {arr.size} values, the "
+                                  f"net's blob has {h.numel()} ({tuple(h.shape)})")
+            arrays.append(arr)
+        self.iter = state.iter
+        if state.HasField("learned_net"):
+            self.net.copy_from(_find_learned_net(state.learned_net, path))
+        self.current_step = state.current_step
+        self._log("SGDSolver: restoring history")
+        with torch.no_grad():
+            for arr, h in zip(arrays, self.history):
+                h.copy_(torch.from_numpy(arr.reshape(tuple(h.shape))).to(h.device))
+
+    # ------------------------------------------------------------------------- misc
+    def close(self):
+        """Stop the nets' data prefetch threads and close their databases."""
+        for net in [self.net] + list(self.test_nets):
+            if hasattr(net, "close"):
+                net.close()
+        self.log.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _requested_action(self):
+        return self.action_request() if self.action_request else None
+
+    def _log(self, message):
+        if self.rank == 0:
+            self.log.info(message)
+
+    def _csv_columns(self):
+        cols = ["iteration", "lr", "loss"]
+        cols += _output_columns("train", self.net)
+        for i, net in enumerate(self.test_nets):
+            cols += _output_columns(f"test{i}", net)
+        return cols
+
+
+# ------------------------------------------------------------------------------- helpers
+
+def _column(prefix, name, index, count):
+    return f"{prefix}_{name}" if count == 1 else f"{prefix}_{name}_{index}"
+
+
+def _output_columns(prefix, net):
+    cols = []
+    for name in net.outputs:
+        count = int(np.prod(net.blobs[name].data.shape)) if name in net.blobs else 1
+        cols += [_column(prefix, name, k, count) for k in range(count)]
+    return cols
+
+
+def _loss_weights(net):
+    """{output name: loss weight} (pycaffe's blob_loss_weights, restricted to the outputs)."""
+    weights = getattr(net, "output_loss_weights", None) or getattr(net, "blob_loss_weights", {})
+    return {name: float(weights.get(name, 0.0)) for name in net.outputs}
+
+
+def _net_loss(net, outputs):
+    """The loss of the last forward: sum of loss_weight * loss top (Net::Forward's loss)."""
+    loss = getattr(net, "last_loss", None)
+    if loss is not None:
+        return float(loss)
+    total = np.float32(0)
+    for name, w in _loss_weights(net).items():
+        if w and name in outputs:
+            total += np.float32(w) * np.float32(np.asarray(outputs[name], np.float32).sum())
+    return float(total)
+
+
+def _net_to_proto(net, write_diff):
+    if write_diff:
+        try:
+            return net.to_net_param(with_diff=True)
+        except TypeError:
+            logger.warning("this Net cannot write diffs; snapshot_diff ignored")
+    return net.to_net_param()
+
+
+def _find_learned_net(learned_net, state_path):
+    """Caffe opens learned_net relative to the working directory; a snapshot folder that moved
+    since is also looked up beside the solverstate."""
+    if os.path.isfile(learned_net):
+        return learned_net
+    beside = os.path.join(os.path.dirname(os.path.abspath(state_path)),
+                          os.path.basename(learned_net))
+    if os.path.isfile(beside):
+        return beside
+    raise FileNotFoundError(f"{state_path}: its learned_net {learned_net!r} is missing (looked "
+                            f"in the working directory and beside the solverstate)")
+
+
+def _set_random_seed(seed):
+    from deepmammo.caffe.rng import set_random_seed
+    set_random_seed(seed)
+
+
+def _progress_bar(total, start, enabled):
+    if not enabled or total <= 0:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=f"train from iter {start}", unit="iter", leave=False,
+                dynamic_ncols=True)

@@ -1,0 +1,140 @@
+"""Caffe's six update rules, as in-place torch ops on each learnable blob, and the solver factory.
+
+Each `compute_update_value(i, rate)` turns the (normalised, regularised) gradient in
+`blob.tdiff` into the step that `Net::Update` subtracts from the weights, using the history
+tensors Caffe keeps. The order of operations follows Caffe's CPU code so that float32 rounding
+stays close to it. The differences from torch.optim matter (caffe-semantics.md): Caffe's SGD keeps
+the learning rate inside the momentum buffer, and its Adam puts the bias correction into the rate
+and leaves delta uncorrected.
+"""
+import os
+
+import numpy as np
+import torch
+
+from deepmammo.caffe.solver import Solver, SolverError, read_solver_param
+
+_F1 = np.float32(1.0)
+
+
+def _f32(x):
+    return float(np.float32(x))
+
+
+class SGDSolver(Solver):
+    """Stochastic gradient descent with momentum: v = m*v + local_rate*g; w -= v."""
+    type = "SGD"
+
+    def compute_update_value(self, i, rate):
+        g, h = self.net.learnable_params[i].tdiff, self.history[i]
+        local_rate = self.local_rate(i, rate)
+        h.mul_(_f32(self.param.momentum)).add_(g, alpha=local_rate)
+        g.copy_(h)
+
+
+class NesterovSolver(Solver):
+    """Nesterov's accelerated gradient: v' = m*v + local_rate*g; step = (1+m)*v' - m*v."""
+    type = "Nesterov"
+
+    def compute_update_value(self, i, rate):
+        g, h = self.net.learnable_params[i].tdiff, self.history[i]
+        m = np.float32(self.param.momentum)
+        local_rate = self.local_rate(i, rate)
+        previous = h.clone()
+        h.mul_(float(m)).add_(g, alpha=local_rate)
+        previous.mul_(float(-m)).add_(h, alpha=float(_F1 + m))
+        g.copy_(previous)
+
+
+class AdaGradSolver(Solver):
+    """AdaGrad: h += g^2; step = local_rate * g / (sqrt(h) + delta)."""
+    type = "AdaGrad"
+
+    def check_param(self):
+        if self.param.momentum != 0:
+            raise SolverError(f"{self.source}: momentum must be 0 for AdaGrad (it has no momentum "
+                              f"term), got {self.param.momentum}")
+
+    def compute_update_value(self, i, rate):
+        g, h = self.net.learnable_params[i].tdiff, self.history[i]
+        h.add_(g * g)
+        denom = h.sqrt().add_(_f32(self.param.delta))
+        g.div_(denom).mul_(self.local_rate(i, rate))
+
+
+class RMSPropSolver(Solver):
+    """RMSProp: h = rho*h + (1-rho)*g^2; step = local_rate * g / (sqrt(h) + delta)."""
+    type = "RMSProp"
+
+    def check_param(self):
+        if self.param.momentum != 0:
+            raise SolverError(f"{self.source}: momentum must be 0 for RMSProp (use rms_decay), "
+                              f"got {self.param.momentum}")
+        if not 0 <= self.param.rms_decay < 1:
+            raise SolverError(f"{self.source}: rms_decay must be in [0, 1), "
+                              f"got {self.param.rms_decay}")
+
+    def compute_update_value(self, i, rate):
+        g, h = self.net.learnable_params[i].tdiff, self.history[i]
+        rho = np.float32(self.param.rms_decay)
+        h.mul_(float(rho)).add_(g * g, alpha=float(_F1 - rho))
+        denom = h.sqrt().add_(_f32(self.param.delta))
+        g.div_(denom).mul_(self.local_rate(i, rate))
+
+
+class AdaDeltaSolver(Solver):
+    """AdaDelta: two histories per blob (squared gradients, then squared steps)."""
+    type = "AdaDelta"
+    history_per_param = 2
+
+    def compute_update_value(self, i, rate):
+        g = self.net.learnable_params[i].tdiff
+        n = len(self.net.learnable_params)
+        h_grad, h_step = self.history[i], self.history[n + i]
+        m = np.float32(self.param.momentum)
+        delta = _f32(self.param.delta)
+        h_grad.mul_(float(m)).add_(g * g, alpha=float(_F1 - m))
+        ratio = (h_step + delta).div_(h_grad + delta).sqrt_()
+        g.mul_(ratio)
+        h_step.mul_(float(m)).add_(g * g, alpha=float(_F1 - m))
+        g.mul_(self.local_rate(i, rate))
+
+
+class AdamSolver(Solver):
+    """Adam (Kingma & Ba) with Caffe's placement: the bias correction multiplies the rate."""
+    type = "Adam"
+    history_per_param = 2
+
+    def compute_update_value(self, i, rate):
+        g = self.net.learnable_params[i].tdiff
+        n = len(self.net.learnable_params)
+        m, v = self.history[i], self.history[n + i]
+        beta1 = np.float32(self.param.momentum)
+        beta2 = np.float32(self.param.momentum2)
+        t = self.iter + 1
+        # Caffe: sqrt(1 - beta2^t) / (1 - beta1^t) in double, then stored as float.
+        correction = np.float32(np.sqrt(1.0 - float(beta2) ** t) / (1.0 - float(beta1) ** t))
+        m.mul_(float(beta1)).add_(g, alpha=float(_F1 - beta1))
+        v.mul_(float(beta2)).add_(g * g, alpha=float(_F1 - beta2))
+        denom = v.sqrt().add_(_f32(self.param.delta))
+        step_rate = float(np.float32(self.local_rate(i, rate)) * correction)
+        torch.div(m, denom, out=g).mul_(step_rate)
+
+
+SOLVERS = {cls.type: cls for cls in (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,
+                                     AdaDeltaSolver, AdamSolver)}
+
+
+def create_solver(param, source=None, **kwargs):
+    """A solver of the class that `param.type` (or the legacy `solver_type`) names."""
+    param, source = read_solver_param(param, source)
+    cls = SOLVERS.get(param.type)
+    if cls is None:
+        raise SolverError(f"{source}: unknown solver type {param.type!r} "
+                          f"(one of {', '.join(SOLVERS)})")
+    return cls(param, source=source, **kwargs)
+
+
+def get_solver(path, **kwargs):
+    """pycaffe's `caffe.get_solver(path)`: read a solver prototxt and build its solver."""
+    return create_solver(os.fspath(path), **kwargs)

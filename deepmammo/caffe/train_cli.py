@@ -1,0 +1,267 @@
+"""`deepmammo train` and `deepmammo test`: Caffe's command-line tool, on either engine.
+
+    deepmammo train --solver S [--weights W | --snapshot X.solverstate] [--engine torch|caffe]
+                    [--gpu N|N,M|all]
+    deepmammo test --model M --weights W --iterations N [--engine torch|caffe] [--gpu N]
+
+`--engine caffe` runs the same through real BVLC pycaffe (CPU build). The training log is
+written in Caffe's format to `--log` (default: train.log beside the snapshots) with
+train_log.csv beside it.
+"""
+import contextlib
+import json
+import logging
+import os
+import signal
+import tempfile
+
+import numpy as np
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("torch", "caffe")
+
+
+def register_train(subparsers):
+    """Add `train` and `test` to the `deepmammo` parser."""
+    p = subparsers.add_parser("train", help="train a net from a solver prototxt (caffe train)")
+    p.add_argument("--solver", required=True, help="solver .prototxt")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--weights", help="caffemodel(s) to fine-tune from, comma-separated "
+                                         "(replaces the solver's `weights`)")
+    start.add_argument("--snapshot", help=".solverstate to resume from")
+    p.add_argument("--engine", choices=ENGINES, default="torch")
+    p.add_argument("--gpu", help="GPU index, comma-separated indices, or 'all' "
+                                 "(several: one worker per GPU, gradients averaged); "
+                                 "default: CPU")
+    p.add_argument("--log", help="training log in Caffe's format (default: train.log in the "
+                                 "snapshot folder); the CSV goes beside it as train_log.csv")
+    p.add_argument("--level", type=int, default=0, help="NetState level of the train net")
+    p.add_argument("--stage", action="append", default=[], help="NetState stage (repeatable)")
+    p.add_argument("--sigint-effect", choices=("stop", "snapshot", "none"), default="stop",
+                   help="what Ctrl-C does (Caffe's default: stop, then snapshot)")
+    p.add_argument("--sighup-effect", choices=("stop", "snapshot", "none"), default="snapshot")
+    p.set_defaults(func=cmd_train)
+
+    t = subparsers.add_parser("test", help="score a model over N batches (caffe test)")
+    t.add_argument("--model", required=True, help="net .prototxt (TEST phase)")
+    t.add_argument("--weights", required=True, help="caffemodel")
+    t.add_argument("--iterations", type=int, default=50, help="batches to run (default 50)")
+    t.add_argument("--engine", choices=ENGINES, default="torch")
+    t.add_argument("--gpu", help="GPU index (default: CPU)")
+    t.add_argument("--level", type=int, default=0)
+    t.add_argument("--stage", action="append", default=[])
+    t.add_argument("--output", help="write the mean outputs as JSON here")
+    t.set_defaults(func=cmd_test)
+
+
+# ---------------------------------------------------------------------------------- train
+
+def _gpu_list(spec):
+    if not spec:
+        return []
+    if spec == "all":
+        import torch
+        n = torch.cuda.device_count()
+        if n == 0:
+            raise ValueError("--gpu all: no CUDA device is visible")
+        return list(range(n))
+    try:
+        return [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--gpu {spec!r}: give an index, indices separated by commas, "
+                         "or 'all'") from None
+
+
+def _prepared_param(args):
+    """The solver with the command line's overrides (weights, level, stages)."""
+    from deepmammo.caffe.solver import read_solver_param
+    param, _ = read_solver_param(args.solver)
+    param.train_state.level = args.level
+    param.train_state.stage.extend(args.stage)
+    if args.snapshot:
+        param.ClearField("weights")
+    elif args.weights:
+        param.ClearField("weights")
+        param.weights.append(args.weights)
+    return param
+
+
+def _default_log(param):
+    folder = os.path.dirname(param.snapshot_prefix) or "."
+    return os.path.join(folder, "train.log")
+
+
+def cmd_train(args):
+    if not os.path.isfile(args.solver):
+        raise FileNotFoundError(f"{args.solver}: no such solver file")
+    if args.snapshot and not os.path.isfile(args.snapshot):
+        raise FileNotFoundError(f"{args.snapshot}: no such solverstate file")
+    if args.engine == "caffe":
+        return _train_real_caffe(args)
+    from deepmammo.caffe import distributed
+    env = distributed.environment_rank()
+    gpus = _gpu_list(args.gpu)
+    param = _prepared_param(args)
+    if not gpus and param.HasField("solver_mode") and param.solver_mode == param.GPU:
+        # Caffe's tool: without --gpu, a solver that asks for the GPU gets its device_id.
+        import torch
+        if torch.cuda.is_available():
+            gpus = [param.device_id]
+        else:
+            logger.warning("%s asks for solver_mode GPU but no CUDA device is visible: "
+                           "training on the CPU", args.solver)
+    log_path = args.log or _default_log(param)
+    if env is not None or len(gpus) > 1:
+        job = {"solver": _write_temp_solver(param, args.solver), "gpus": gpus,
+               "snapshot": args.snapshot, "log": log_path}
+        try:
+            if env is not None:
+                rank, world, local = env
+                if gpus:
+                    job["gpus"] = [gpus[local % len(gpus)]]
+                distributed.run_worker(rank, world, job)
+            else:
+                logger.info("training on GPUs %s, one worker each", gpus)
+                distributed.spawn(len(gpus), job)
+        finally:
+            os.remove(job["solver"])
+        return 0
+    if gpus:
+        _use_gpu(gpus[0])
+    return _train_one(param, args, log_path)
+
+
+def _train_one(param, args, log_path):
+    from deepmammo.caffe.solvers import create_solver
+    from deepmammo.caffe.train_log import TrainLog
+    with TrainLog(log_path) as log, _signal_actions(args.sigint_effect,
+                                                     args.sighup_effect) as request:
+        with create_solver(param, source=args.solver, log=log) as solver:
+            solver.action_request = request
+            logger.info("log: %s (CSV: %s)", log.path, log.csv_path)
+            # Log lines are printed above the progress bar, not through it.
+            with logging_redirect_tqdm():
+                solver.solve(args.snapshot)
+    return 0
+
+
+@contextlib.contextmanager
+def _signal_actions(sigint_effect, sighup_effect):
+    """Caffe's SignalHandler: SIGINT/SIGHUP become a requested stop or snapshot, which the
+    solver acts on after the current iteration; the previous handlers come back after."""
+    pending = []
+
+    def handler(signum, frame):
+        pending.append(sigint_effect if signum == signal.SIGINT else sighup_effect)
+
+    signums = [signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield lambda: pending.pop(0) if pending else "none"
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _write_temp_solver(param, source):
+    """A solver prototxt holding the overrides, for workers and for real Caffe.
+
+    It sits beside the original so that a missing snapshot_prefix derives the same way; the
+    prefix is written out explicitly anyway."""
+    from deepmammo.caffe.prototxt import to_text
+    folder = os.path.dirname(os.path.abspath(source))
+    fd, path = tempfile.mkstemp(prefix=".deepmammo-solver-", suffix=".prototxt", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(to_text(param))
+    return path
+
+
+def _train_real_caffe(args):
+    from deepmammo.caffe.real import import_caffe
+    gpus = _gpu_list(args.gpu)
+    if gpus:
+        raise ValueError("--engine caffe: the real Caffe build here is CPU-only; drop --gpu")
+    os.environ.setdefault("GLOG_minloglevel", "0")
+    os.environ.setdefault("GLOG_logtostderr", "1")
+    caffe = import_caffe()
+    param = _prepared_param(args)
+    param.solver_mode = param.CPU
+    path = _write_temp_solver(param, args.solver)
+    try:
+        solver = caffe.get_solver(path)
+        if args.snapshot:
+            solver.restore(args.snapshot)
+        solver.solve()
+    finally:
+        os.remove(path)
+    return 0
+
+
+def _use_gpu(index):
+    import torch
+
+    import deepmammo.caffe as caffe
+    if not torch.cuda.is_available():
+        raise ValueError(f"--gpu {index}: no CUDA device is visible to torch")
+    if not 0 <= index < torch.cuda.device_count():
+        raise ValueError(f"--gpu {index}: only {torch.cuda.device_count()} CUDA device(s)")
+    caffe.set_device(index)
+    caffe.set_mode_gpu()
+
+
+# ----------------------------------------------------------------------------------- test
+
+def score(net, iterations, log=None):
+    """Caffe's `test` command: mean of every output over `iterations` forward passes.
+
+    `net` is ours or pycaffe's; returns (mean outputs {name: value}, mean loss)."""
+    totals, loss = {}, 0.0
+    weights = dict(getattr(net, "output_loss_weights", {}) or {})
+    for i in range(iterations):
+        out = net.forward()
+        for name in sorted(out):
+            values = np.asarray(out[name], dtype=np.float32).ravel()
+            for k, v in enumerate(values):
+                key = name if values.size == 1 else f"{name}_{k}"
+                totals[key] = totals.get(key, 0.0) + float(v)
+                if log:
+                    log(f"Batch {i}, {name} = {v:g}")
+            loss += weights.get(name, 0.0) * float(values.sum())
+    means = {k: v / iterations for k, v in totals.items()}
+    return means, loss / iterations
+
+
+def cmd_test(args):
+    for path, what in ((args.model, "model"), (args.weights, "weights")):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such {what} file")
+    if args.iterations < 1:
+        raise ValueError("--iterations must be at least 1")
+    if args.engine == "caffe":
+        from deepmammo.caffe.real import import_caffe
+        caffe = import_caffe()
+        net = caffe.Net(args.model, caffe.TEST, level=args.level, stages=args.stage,
+                        weights=args.weights)
+    else:
+        import deepmammo.caffe as caffe
+        from deepmammo.caffe.prototxt import read_net
+        if args.gpu:
+            _use_gpu(int(args.gpu))
+        net_param = read_net(args.model)
+        net_param.state.phase = caffe.TEST
+        net_param.state.level = args.level
+        net_param.state.stage.extend(args.stage)
+        from deepmammo.caffe.solver import build_net
+        net = build_net(net_param, args.model)
+        net.copy_from(args.weights)
+    means, loss = score(net, args.iterations, log=logger.debug)
+    logger.info("Loss: %g", loss)
+    for name, value in means.items():
+        print(f"{name} = {value:g}")
+    if args.output:
+        from deepmammo.atomic import write_text
+        write_text(args.output, json.dumps({"outputs": means, "loss": loss,
+                                            "iterations": args.iterations}, indent=2))
+    return 0

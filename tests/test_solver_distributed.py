@@ -1,0 +1,36 @@
+"""Caffe's multi-GPU meaning on CPU: two gloo workers, each with its own batches and gradients
+averaged before the update, end where one worker with iter_size 2 ends."""
+import os
+
+import numpy as np
+
+from deepmammo.caffe import distributed
+from deepmammo.caffe.caffemodel import layer_blobs, read_caffemodel
+from deepmammo.caffe.solvers import get_solver
+
+from solver_scenario import make_data, make_initial_weights, params_of, write_solver
+
+SCHEDULE = ('type: "SGD" base_lr: 0.1 momentum: 0.9 lr_policy: "step" gamma: 0.5 stepsize: 3 '
+            "weight_decay: 0.01 clip_gradients: 2 max_iter: 6 display: 0")
+
+
+def test_two_gloo_workers_equal_one_worker_with_iter_size_2(real_caffe, tmp_path):
+    root = str(tmp_path)
+    net = make_data(root)
+    weights = make_initial_weights(real_caffe, net, os.path.join(root, "init.caffemodel"))
+    two = write_solver(root, "two", SCHEDULE, net, weights=weights)
+    one = write_solver(root, "one", SCHEDULE + " iter_size: 2", net, weights=weights)
+    result = os.path.join(root, "two_workers.caffemodel")
+
+    distributed.spawn(2, {"solver": two, "steps": 6, "result": result}, backend="gloo")
+
+    with get_solver(one) as solver:
+        solver.step(6)
+        expected = params_of(solver.net)
+    got = layer_blobs(read_caffemodel(result))
+    assert list(got) == list(expected)
+    for name in expected:
+        for a, b in zip(got[name], expected[name]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+    start = layer_blobs(read_caffemodel(weights))
+    assert not np.allclose(got["ip1"][0], start["ip1"][0])
