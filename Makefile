@@ -4,7 +4,7 @@
 #   make levynet     one experiment (also alexnet-noaug-small, ..., googlenet-deeper)
 #   make paper       every experiment, then tables, figures and the report
 # Variables: ENGINE=torch|caffe DEVICE=cpu|cuda CASES=path/cases.csv DATASETS=data/datasets
-#            WEIGHTS_DIR=weights FROM_SCRATCH=1 SEED=0
+#            WEIGHTS_DIR=weights FROM_SCRATCH=1 SEED=0 SPLIT_MODE=paper|code AUG=paper|code|none
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTHON ?= python3
@@ -31,6 +31,9 @@ CASES ?= data/cases/synth-$(SYNTH_KIND)-$(SYNTH_PATIENTS)-s$(SEED)/cases.csv
 # Datasets are kept apart per cases table (named by the folder that holds cases.csv).
 DATASETS ?= data/datasets/$(notdir $(patsubst %/,%,$(dir $(CASES))))
 CROPS := $(DATASETS)/crops
+SPLIT_MODE ?= paper# code: the authors' file-level first-N split (patients may leak)
+AUG ?= paper# code: the authors' augmentation (original + 4 rotations, grey 132, centre 0.6)
+GREY ?= full-range# 16 -> 8 bit mapping: full-range, window[:LO-HI] or od (DDSM optical density)
 
 .SECONDARY:
 .PHONY: help install caffe browser test bench demo paper table1 table2 table3 figures report \
@@ -64,6 +67,7 @@ test: $(STAMP) caffe browser ## run the test suite (real Caffe and Chromium are 
 bench: $(STAMP) caffe ## benchmarks: data, sources, engine and training figures (both engines)
 	$(PY) -m deepmammo.sources.benchmark
 	$(PY) scripts/bench_data.py
+	$(PY) scripts/bench_engine.py
 	$(PY) scripts/bench_train.py
 
 clean-venv:
@@ -81,17 +85,19 @@ data/cases/synth-$(SYNTH_KIND)-$(SYNTH_PATIENTS)-s$(SEED)/cases.csv: $(SYNTH_DIR
 $(CROPS)/%/crops.csv: $(CASES)
 	$(DM) crops $(CASES) --padding $(if $(filter small,$*),fixed:50,proportional:2) --out $(CROPS)/$*
 
-$(CROPS)/%/splits.csv: $(CROPS)/%/crops.csv
-	$(DM) split $(CROPS)/$* --seed $(SEED) --out $@
+# Splits live beside, not inside, the crops folders (a crops rebuild replaces its folder).
+# The same seed gives both contexts the same patients in each split.
+$(DATASETS)/splits-%.csv: $(CROPS)/%/crops.csv
+	$(DM) split $(CROPS)/$* --seed $(SEED) --mode $(SPLIT_MODE) --out $@
 
 # $(call dataset,variant,context,augment)
 define dataset
-$(DATASETS)/$(1)/build.json: $(CROPS)/$(2)/splits.csv
-	$(DM) lmdb $(CROPS)/$(2) --splits $(CROPS)/$(2)/splits.csv --augment $(3) --seed $(SEED) --out $(DATASETS)/$(1)
+$(DATASETS)/$(1)/build.json: $(DATASETS)/splits-$(2).csv
+	$(DM) lmdb $(CROPS)/$(2) --splits $$< --augment $(3) --seed $(SEED) --grey $(GREY) --out $(DATASETS)/$(1)
 endef
 $(eval $(call dataset,small-noaug,small,none))
 $(eval $(call dataset,large-noaug,large,none))
-$(eval $(call dataset,large-aug,large,paper))
+$(eval $(call dataset,large-aug,large,$(AUG)))
 
 data-small-noaug: $(DATASETS)/small-noaug/build.json ## fixed 50 px padding, no augmentation
 data-large-noaug: $(DATASETS)/large-noaug/build.json ## proportional (2x) padding, no augmentation
