@@ -93,3 +93,18 @@ def test_split_cli_on_an_archive_prints_the_table(tmp_path, capsys):
     assert meta["seed"] == 11 and meta["config"]["mode"] == "paper"
     with open(out) as f:
         assert next(csv.reader(f)) == list(S.SPLIT_COLUMNS)
+
+
+def test_odd_class_count_takes_the_nearest_balanced_size(caplog):
+    # Every patient has one mass seen in two views: 2 crops of one class each. 140 crops ask
+    # for 7 + 7 per split, which whole patients cannot give; 8 + 8 (nearest) is taken.
+    crops = [{"crop_id": f"p{p}_{v}", "patient_id": f"p{p}", "label": p % 2, "file": ""}
+             for p in range(70) for v in ("CC", "MLO")]
+    with caplog.at_level("WARNING"):
+        assignment = S.make_split(crops, seed=0)
+    table, shared = S.split_table(crops, assignment)
+    for split in ("val", "test"):
+        labels = [c["label"] for c in crops if assignment[c["crop_id"]] == split]
+        assert labels.count(0) == labels.count(1) == 8
+    assert shared == []
+    assert "nearest balanced size" in caplog.text

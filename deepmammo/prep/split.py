@@ -16,12 +16,15 @@ import collections
 import csv
 import io
 import json
+import logging
 import os
 
 import numpy as np
 
 from deepmammo.atomic import write_text
 from deepmammo.provenance import provenance
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 SPLIT_COLUMNS = ("crop_id", "patient_id", "label", "split")
@@ -76,17 +79,33 @@ def split_by_patient(crops, seed, val_fraction=0.1, test_fraction=0.1, attempts=
     # Validation first, then test from the patients left. A validation set that leaves no exact
     # test set is drawn again (a new random order), a bounded number of times.
     for _ in range(attempts):
-        val = _balanced_patients(patients, k_val, rng)
-        if val is None:
-            raise _no_split("val", k_val, patients)
+        val, k_val_used = _nearest_balanced(patients, k_val, rng, "val")
         rest = [p for p in patients if p[0] not in set(val)]
-        test = _balanced_patients(rest, k_test, rng)
+        test, k_test_used = _nearest_balanced(rest, k_test, rng, "test", must=False)
         if test is not None:
             break
     else:
         raise _no_split("test", k_test, rest)
     assigned = {**{pid: "val" for pid in val}, **{pid: "test" for pid in test}}
     return {c["crop_id"]: assigned.get(c["patient_id"], "train") for c in crops}
+
+
+def _nearest_balanced(patients, k, rng, split, must=True):
+    """Whole patients with exactly j benign and j malignant crops, j as close to k as possible.
+
+    Balance is the paper's hard constraint; the 10% size is approximate. When patients carry
+    even numbers of crops (a mass seen in both views), an odd k cannot be met exactly, so the
+    nearest reachable j is taken (k, k+1, k-1, k+2, ...) and logged."""
+    for j in sorted(range(1, 2 * k + 1), key=lambda j: (abs(j - k), -j)):
+        chosen = _balanced_patients(patients, j, rng)
+        if chosen is not None:
+            if j != k:
+                log.warning("%s split: %d benign + %d malignant crops (the nearest balanced size "
+                            "of whole patients to %d + %d)", split, j, j, k, k)
+            return chosen, j
+    if must:
+        raise _no_split(split, k, patients)
+    return None, None
 
 
 def _no_split(split, k, patients):
