@@ -1,5 +1,122 @@
-"""Subcommands of this stage for the `deepmammo` command (see deepmammo/cli.py)."""
+"""Subcommands of this stage for the `deepmammo` command (see deepmammo/cli.py).
+
+    deepmammo time --model M [--engine torch|caffe] [--gpu N] [--iterations K]
+                   [--threads T] [--tf32] [--json OUT]
+
+Caffe's `caffe time`: per-layer forward and backward milliseconds and the totals, for the
+TRAIN-phase net of M. `--engine caffe` runs real BVLC Caffe's own `caffe time` (CPU build).
+`--tf32` (CUDA only) allows TF32 matrix maths: faster, not fp32-faithful, reported apart.
+"""
+import json
+import logging
+import os
+import re
+import subprocess
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers):
     """Add this stage's subcommands to the `deepmammo` parser."""
+    from deepmammo.caffe.train_cli import register_train
+    register_train(subparsers)
+
+    p = subparsers.add_parser("time", help="per-layer forward/backward timing (caffe time)")
+    p.add_argument("--model", required=True, help="net .prototxt (built in the TRAIN phase)")
+    p.add_argument("--engine", choices=("torch", "caffe"), default="torch")
+    p.add_argument("--gpu", type=int, help="CUDA device index (default: CPU)")
+    p.add_argument("--iterations", type=int, default=50, help="timed iterations (default 50)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--phase", choices=("TRAIN", "TEST"), default="TRAIN")
+    p.add_argument("--tf32", action="store_true",
+                   help="allow TF32 on CUDA (fast mode; not fp32-faithful)")
+    p.add_argument("--json", help="also write the figures as JSON here")
+    p.set_defaults(func=cmd_time)
+
+
+def cmd_time(args):
+    from deepmammo.cli import CLIError
+    if args.iterations <= 0:
+        raise CLIError("--iterations must be positive")
+    if not os.path.isfile(args.model):
+        raise CLIError(f"{args.model}: no such model file")
+    if args.engine == "caffe":
+        result = run_caffe_time(args.model, args.iterations, args.gpu)
+    else:
+        result = run_torch_time(args)
+    if args.json:
+        from deepmammo.atomic import write_text
+        from deepmammo.provenance import provenance
+        config = {k: v for k, v in vars(args).items() if k != "func"}
+        result["provenance"] = provenance(config, None, [args.model])
+        write_text(args.json, json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def run_torch_time(args):
+    import torch
+
+    import deepmammo.caffe as caffe
+    from deepmammo.caffe import mode
+    from deepmammo.caffe.timing import format_report, time_net
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.gpu is not None:
+        caffe.set_mode_gpu()
+        caffe.set_device(args.gpu)
+    else:
+        caffe.set_mode_cpu()
+    mode.set_tf32(args.tf32)
+    phase = caffe.TRAIN if args.phase == "TRAIN" else caffe.TEST
+    net = caffe.Net(args.model, phase)
+    try:
+        result = time_net(net, args.iterations)
+    finally:
+        net.close()
+    print(format_report(result))
+    result["device"] = str(net.device) if net.device.type == "cpu" else \
+        torch.cuda.get_device_name(net.device)
+    result["threads"] = torch.get_num_threads()
+    result["engine"] = "torch"
+    return result
+
+
+_CAFFE_LINE = re.compile(r"\] (.*)$")
+
+
+def run_caffe_time(model, iterations, gpu=None, echo=True):
+    """Run real Caffe's `caffe time` and return its per-layer and total figures."""
+    from deepmammo.caffe.real import caffe_tool
+    from deepmammo.cli import CLIError
+    if gpu is not None:
+        raise CLIError("the real-Caffe build here is CPU-only: drop --gpu with --engine caffe")
+    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
+    cmd = [caffe_tool(), "time", "-model", model, "-iterations", str(iterations)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise CLIError(f"caffe time failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    messages = [m.group(1) for m in map(_CAFFE_LINE.search, proc.stderr.splitlines()) if m]
+    start = next((i for i, m in enumerate(messages) if m.startswith("Average time per layer")), 0)
+    report = messages[start:]
+    if echo:
+        print("\n".join(report))
+    result = {"engine": "caffe", "layers": [], "iterations": iterations}
+    per_layer = {}
+    for m in report:
+        hit = re.match(r"\s*(\S+)\s+(forward|backward): ([\d.e+-]+) ms", m)
+        if hit:
+            per_layer.setdefault(hit.group(1), {})[hit.group(2)] = float(hit.group(3))
+        for key, label in (("forward_ms", "Average Forward pass"),
+                           ("backward_ms", "Average Backward pass"),
+                           ("forward_backward_ms", "Average Forward-Backward"),
+                           ("total_ms", "Total Time")):
+            if m.startswith(label):
+                result[key] = float(re.search(r"([\d.e+-]+) ms", m).group(1))
+    result["layers"] = [(n, None, v.get("forward", 0.0), v.get("backward", 0.0))
+                        for n, v in per_layer.items()]
+    # caffe's own Forward-Backward figure is whole milliseconds of its iteration timer; the
+    # sum of its forward and backward passes is the same quantity at full resolution.
+    result["caffe_forward_backward_ms"] = result.get("forward_backward_ms")
+    if "forward_ms" in result and "backward_ms" in result:
+        result["forward_backward_ms"] = result["forward_ms"] + result["backward_ms"]
+    return result

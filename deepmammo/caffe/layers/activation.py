@@ -1,0 +1,83 @@
+"""ReLU (negative_slope) and Dropout (TRAIN: x * mask / (1 - ratio); TEST: identity)."""
+import torch
+import torch.nn.functional as F
+
+from deepmammo.caffe import rng
+from deepmammo.caffe.layers.base import Layer, register
+from deepmammo.caffe.proto import caffe_pb2 as pb
+
+
+class _OverwritingReLU(torch.autograd.Function):
+    """ReLU that overwrites its input, as Caffe's in-place ReLU does (no new blob-sized
+    tensor per layer). Backward masks the incoming diff by the output, which for slope >= 0
+    marks the same elements as the input would (Caffe reads the overwritten blob too)."""
+
+    @staticmethod
+    def forward(ctx, x, slope):
+        y = x.detach()
+        if slope == 0:
+            y.clamp_min_(0)
+        else:
+            y.copy_(torch.where(y > 0, y, y * slope))
+        ctx.save_for_backward(y)
+        ctx.slope = slope
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved_tensors
+        if ctx.slope == 0:
+            # the fused kernel: 8x faster than masked_fill_ with a boolean mask
+            return torch.ops.aten.threshold_backward(dy, y, 0.0), None
+        return dy.mul_(torch.where(y > 0, 1.0, ctx.slope)), None
+
+
+@register
+class ReLU(Layer):
+    TYPE = "ReLU"
+    FIELDS = {"relu_param": {"negative_slope"}}
+    EXACT_BOTTOMS = 1
+    EXACT_TOPS = 1
+    # Set by the Net for an in-place ReLU whose bottom tensor no other layer's backward reads
+    # (it comes straight from a Convolution or InnerProduct): then it overwrites it.
+    overwrite_bottom = False
+
+    def reshape(self, bottom_shapes):
+        return [bottom_shapes[0]]
+
+    def forward(self, bottoms, params):
+        slope = self.layer_param.relu_param.negative_slope
+        x = bottoms[0]
+        if self.overwrite_bottom and slope >= 0:
+            return [_OverwritingReLU.apply(x, slope)]
+        if slope == 0:
+            return [F.relu(x)]
+        # Caffe: x > 0 ? x : slope * x (also for slopes outside (0, 1)).
+        return [torch.where(x > 0, x, x * slope)]
+
+
+@register
+class Dropout(Layer):
+    TYPE = "Dropout"
+    FIELDS = {"dropout_param": {"dropout_ratio"}}
+    EXACT_BOTTOMS = 1
+    EXACT_TOPS = 1
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.ratio = self.layer_param.dropout_param.dropout_ratio
+        if not 0.0 <= self.ratio < 1.0:
+            raise self.error(f"dropout_ratio must be in [0, 1), got {self.ratio}")
+        self.generator = rng.torch_generator(self.device)
+
+    def reshape(self, bottom_shapes):
+        return [bottom_shapes[0]]
+
+    def forward(self, bottoms, params):
+        x = bottoms[0]
+        if self.phase != pb.TRAIN:
+            # A distinct graph node, so an in-place top still gets its own diff rule.
+            return [x.view_as(x) if x.requires_grad else x]
+        keep = torch.rand(x.shape, generator=self.generator, device=x.device) >= self.ratio
+        self.mask = keep
+        return [x * keep.to(x.dtype) * (1.0 / (1.0 - self.ratio))]

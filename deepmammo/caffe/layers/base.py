@@ -1,0 +1,145 @@
+"""The layer base class and registry.
+
+A layer turns bottom tensors into top tensors with torch ops (`forward`), reports its top
+shapes without computing (`reshape`), and owns its parameter Blobs (`blobs`). Backward is
+autograd on the layer's own small graph, run layer by layer by the Net (so start/end, per-layer
+timing, in-place tops and Caffe's assign-bottom-diff / accumulate-param-diff rules hold); a
+layer whose gradient autograd would not give exactly overrides `backward`.
+
+Fields: every field set in a layer's own `*_param` must be one the layer implements
+(`FIELDS`); a set `*_param` of another layer type is refused too, so nothing is silently
+ignored. `engine` is accepted and ignored (one engine here).
+"""
+import math
+
+import torch
+
+from deepmammo.caffe.blob import Blob
+from deepmammo.caffe.fillers import fill
+from deepmammo.caffe.netstate import NetError
+from deepmammo.caffe.proto import caffe_pb2 as pb
+
+REGISTRY = {}
+
+# LayerParameter fields every layer may carry (the net, not the layer, interprets them).
+COMMON_FIELDS = {"name", "type", "bottom", "top", "phase", "loss_weight", "param", "blobs",
+                 "propagate_down", "include", "exclude"}
+
+
+def register(cls):
+    REGISTRY[cls.TYPE] = cls
+    return cls
+
+
+def canonical_axis(axis, ndim, where):
+    if not -ndim <= axis < max(ndim, 1):
+        raise NetError(f"{where}: axis {axis} out of range for a {ndim}-D blob")
+    return axis % ndim if ndim else 0
+
+
+class Layer:
+    TYPE = None
+    # {"<name>_param": {allowed subfields}}; these sub-messages may be set on this layer.
+    FIELDS = {}
+    EXACT_BOTTOMS = None
+    MIN_BOTTOMS = 0
+    MAX_BOTTOMS = None
+    EXACT_TOPS = None
+    MIN_TOPS = 0
+    MAX_TOPS = None
+    IS_LOSS = False
+    # False for layers whose blobs are statistics (BatchNorm): backward leaves their diffs alone.
+    PARAM_GRADS = True
+    # False for layers whose `backward` needs no autograd graph (forward then runs without one).
+    AUTOGRAD = True
+
+    def __init__(self, param, phase, device, where):
+        self.layer_param = param
+        self.name = param.name
+        self.type = param.type
+        self.phase = param.phase if param.HasField("phase") else phase
+        self.device = device
+        self.where = where          # "<file>: layer '<name>'" for messages
+        self.blobs = []             # parameter Blobs (pycaffe's layer.blobs)
+        self.check_fields()
+        self.check_counts()
+
+    # ---- construction ----
+    def error(self, message):
+        return NetError(f"{self.where} ({self.type}): {message}")
+
+    def check_fields(self):
+        allowed = COMMON_FIELDS | set(self.FIELDS)
+        for field, value in self.layer_param.ListFields():
+            if field.name not in allowed:
+                raise self.error(f"field `{field.name}` is not supported for this layer type")
+            sub = self.FIELDS.get(field.name)
+            if sub is None or field.message_type is None:
+                continue
+            for subfield, _ in value.ListFields():
+                if subfield.name not in sub and subfield.name != "engine":
+                    raise self.error(f"`{field.name}.{subfield.name}` is not supported")
+
+    def check_counts(self):
+        nb, nt = len(self.layer_param.bottom), len(self.layer_param.top)
+        for n, exact, lo, hi, what in (
+                (nb, self.EXACT_BOTTOMS, self.MIN_BOTTOMS, self.MAX_BOTTOMS, "bottom"),
+                (nt, self.EXACT_TOPS, self.MIN_TOPS, self.MAX_TOPS, "top")):
+            if exact is not None and n != exact:
+                raise self.error(f"needs exactly {exact} {what} blob(s), has {n}")
+            if n < lo or (hi is not None and n > hi):
+                raise self.error(f"needs {lo}..{hi if hi is not None else 'any'} {what} "
+                                 f"blob(s), has {n}")
+
+    def setup(self, bottom_shapes):
+        """Create parameter blobs (first reshape only). Default: none."""
+
+    def make_blob(self, shape, filler, index):
+        blob = Blob(shape, self.device, name=f"{self.name}/{index}")
+        values = fill(filler, shape, where=f"{self.where} blob {index}")
+        blob.tdata = values.to(self.device)
+        return blob
+
+    def reshape(self, bottom_shapes):
+        """Top shapes for these bottom shapes (raise a NetError naming the layer if invalid)."""
+        raise NotImplementedError
+
+    # ---- computation ----
+    def forward(self, bottoms, params):
+        """Top tensors from bottom tensors; `params` are this layer's parameter tensors."""
+        raise NotImplementedError
+
+    def backward(self, tops, top_diffs, bottoms, params, need_bottom, need_param):
+        """Gradients (bottom_grads, param_grads) by autograd on this layer's forward graph;
+        None where not needed. Layers with their own rule override this."""
+        outs, grads = [], []
+        for t, d in zip(tops, top_diffs):
+            if t is not None and t.requires_grad:
+                outs.append(t)
+                grads.append(d)
+        wanted = [b for b, n in zip(bottoms, need_bottom) if n]
+        wanted += [p for p, n in zip(params, need_param) if n]
+        if not outs or not wanted:
+            return [None] * len(bottoms), [None] * len(params)
+        got = list(torch.autograd.grad(outs, wanted, grads, retain_graph=True,
+                                       allow_unused=True))
+        bottom_grads = [got.pop(0) if n else None for n in need_bottom]
+        param_grads = [got.pop(0) if n else None for n in need_param]
+        return bottom_grads, param_grads
+
+    def allow_force_backward(self, bottom_index):
+        return True
+
+    def default_loss_weights(self):
+        return [1.0] if self.IS_LOSS else []
+
+    def __repr__(self):
+        return f"<{self.type} layer {self.name!r}>"
+
+
+def count(shape, start=0, end=None):
+    return math.prod(shape[start:end])
+
+
+def default_filler(kind="constant", value=0.0):
+    return pb.FillerParameter(type=kind, value=value)

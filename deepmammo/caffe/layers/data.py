@@ -1,0 +1,264 @@
+"""Input (shapes from input_param) and Data (LMDB of Datums, transform_param, background
+prefetch).
+
+Data reads records in key order and wraps at the end (no shuffle: shuffle when writing). Each
+image: optional mean subtraction at its uncropped position (mean_file, full size) or per
+channel (mean_value), then a crop (random at TRAIN, centred at TEST), a mirror with
+probability 1/2 whenever `mirror: true` (any phase, as Caffe), and `scale`:
+out = (x - mean) * scale. A background thread prepares up to `prefetch` batches ahead; its
+random stream is drawn at construction, so a seeded run repeats exactly.
+"""
+import logging
+import os
+import queue
+import threading
+
+import numpy as np
+import torch
+
+from deepmammo.caffe import distributed, rng
+from deepmammo.caffe.binaryproto import read_mean
+from deepmammo.caffe.datum import datum_from_bytes, datum_to_array
+from deepmammo.caffe.layers.base import Layer, register
+from deepmammo.caffe.proto import caffe_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+_TRANSFORM_FIELDS = {"scale", "mirror", "crop_size", "mean_file", "mean_value"}
+
+
+@register
+class Input(Layer):
+    TYPE = "Input"
+    FIELDS = {"input_param": {"shape"}}
+    EXACT_BOTTOMS = 0
+    MIN_TOPS = 1
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        shapes = [tuple(int(d) for d in s.dim) for s in self.layer_param.input_param.shape]
+        ntop = len(self.layer_param.top)
+        if len(shapes) not in (0, 1, ntop):
+            raise self.error(f"input_param needs 0, 1 or {ntop} shapes, has {len(shapes)}")
+        self.shapes = shapes * ntop if len(shapes) == 1 else shapes
+
+    def reshape(self, bottom_shapes):
+        # Input tops keep whatever shape the user gave them (net.blobs[...].reshape).
+        return None
+
+    def initial_shapes(self):
+        return self.shapes or [(0,)] * len(self.layer_param.top)
+
+    def forward(self, bottoms, params):
+        return None
+
+
+class Transformer:
+    """Caffe's DataTransformer for Datums, in numpy."""
+
+    def __init__(self, param, phase, datum_shape, where, seed_rng):
+        self.where = where
+        self.crop = param.crop_size
+        self.mirror = param.mirror
+        self.scale = param.scale
+        self.train = phase == pb.TRAIN
+        self.rng = seed_rng
+        c, h, w = datum_shape
+        if self.crop and (self.crop > h or self.crop > w):
+            raise ValueError(f"{where}: crop_size {self.crop} exceeds the image {h}x{w}")
+        self.mean = None
+        if param.HasField("mean_file") and len(param.mean_value):
+            raise ValueError(f"{where}: specify either mean_file or mean_value, not both")
+        if param.HasField("mean_file"):
+            mean = read_mean(param.mean_file)
+            if tuple(mean.shape) != tuple(datum_shape):
+                raise ValueError(f"{where}: mean_file {param.mean_file} has shape "
+                                 f"{tuple(mean.shape)}, the data {tuple(datum_shape)}")
+            self.mean = mean.astype(np.float32)
+        elif len(param.mean_value):
+            values = list(param.mean_value)
+            if len(values) != 1 and len(values) != c:
+                raise ValueError(f"{where}: {len(values)} mean_value entries for {c} channels "
+                                 "(give one, or one per channel)")
+            if len(values) == 1:
+                values = values * c
+            self.mean = np.asarray(values, dtype=np.float32).reshape(c, 1, 1)
+
+    def out_shape(self, datum_shape):
+        c, h, w = datum_shape
+        return (c, self.crop, self.crop) if self.crop else (c, h, w)
+
+    def __call__(self, arr):
+        c, h, w = arr.shape
+        do_mirror = self.mirror and self.rng.randint(2)
+        x = arr.astype(np.float32)
+        if self.mean is not None:
+            x = x - self.mean
+        if self.crop:
+            if self.train:
+                h_off = self.rng.randint(h - self.crop + 1)
+                w_off = self.rng.randint(w - self.crop + 1)
+            else:
+                h_off, w_off = (h - self.crop) // 2, (w - self.crop) // 2
+            x = x[:, h_off:h_off + self.crop, w_off:w_off + self.crop]
+        if do_mirror:
+            x = x[:, :, ::-1]
+        if self.scale != 1:
+            x = x * np.float32(self.scale)
+        return x
+
+
+_READERS = {}                # realpath -> [LMDBReader, users]: py-lmdb opens a path once
+_READERS_LOCK = threading.Lock()
+
+
+def _open_reader(path):
+    from deepmammo.caffe.lmdb_io import LMDBReader   # lmdb only where a Data layer is used
+    key = os.path.realpath(path)
+    with _READERS_LOCK:
+        entry = _READERS.get(key)
+        if entry is None:
+            entry = _READERS[key] = [LMDBReader(path), 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _close_reader(path):
+    key = os.path.realpath(path)
+    with _READERS_LOCK:
+        entry = _READERS.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            entry[0].close()
+            del _READERS[key]
+
+
+def _records(reader, skip):
+    """Datum bytes in key order, forever (wrapping), after skipping `skip` records."""
+    first = True
+    while True:
+        n = 0
+        for _, value in reader:
+            if first and n < skip:
+                n += 1
+                continue
+            n += 1
+            yield value
+        if n == 0:
+            return
+        first = False
+
+
+@register
+class Data(Layer):
+    TYPE = "Data"
+    FIELDS = {"data_param": {"source", "batch_size", "rand_skip", "backend", "prefetch"},
+              "transform_param": _TRANSFORM_FIELDS}
+    EXACT_BOTTOMS = 0
+    MIN_TOPS = 1
+    MAX_TOPS = 2
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        dp = self.layer_param.data_param
+        if dp.backend != pb.DataParameter.LMDB:
+            raise self.error("only the LMDB backend is supported")
+        if not dp.source:
+            raise self.error("data_param.source is required")
+        if dp.batch_size <= 0:
+            raise self.error("data_param.batch_size must be positive")
+        self.batch_size = dp.batch_size
+        try:
+            self.reader = _open_reader(dp.source)
+        except FileNotFoundError as exc:
+            raise self.error(str(exc)) from None
+        try:
+            self._inspect(dp)
+        except Exception:
+            _close_reader(dp.source)     # a layer that fails to build holds no database
+            raise
+        skip = int(self._seed_rng.randint(dp.rand_skip)) if dp.rand_skip else 0
+        self.top_shape = (self.batch_size,) + self.transformer.out_shape(self.datum_shape)
+        self._queue = queue.Queue(maxsize=max(1, dp.prefetch))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._prefetch, args=(skip,), daemon=True,
+                                        name=f"prefetch-{self.name}")
+        self._thread.start()
+
+    def _inspect(self, dp):
+        """Shape of the records (from the first) and the transformer."""
+        if len(self.reader) == 0:
+            raise self.error(f"{dp.source}: the database is empty")
+        first_key, first = next(iter(self.reader))
+        self.datum_shape = tuple(datum_to_array(
+            datum_from_bytes(first, where=f"{dp.source}: {first_key!r}")).shape)
+        self._seed_rng = rng.numpy_rng()
+        try:
+            self.transformer = Transformer(self.layer_param.transform_param, self.phase,
+                                           self.datum_shape, self.where,
+                                           self._seed_rng)
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+
+    def _prefetch(self, skip):
+        try:
+            records = _records(self.reader, skip)
+            if self.phase == pb.TRAIN and distributed.solver_count() > 1:
+                # Several workers train together: each keeps its share (Caffe's Skip()).
+                records = distributed.shard(records, distributed.solver_count(),
+                                            distributed.solver_rank())
+            while not self._stop.is_set():
+                data = np.empty(self.top_shape, dtype=np.float32)
+                labels = np.empty((self.batch_size,), dtype=np.float32)
+                source = self.layer_param.data_param.source
+                for i in range(self.batch_size):
+                    datum = datum_from_bytes(next(records), where=source)
+                    arr = datum_to_array(datum, where=source)
+                    if tuple(arr.shape) != self.datum_shape:
+                        raise ValueError(f"record shape {tuple(arr.shape)} differs from the "
+                                         f"first record's {self.datum_shape}")
+                    data[i] = self.transformer(arr)
+                    labels[i] = datum.label
+                self._put((torch.from_numpy(data), torch.from_numpy(labels)))
+        except Exception as exc:  # handed to the consumer, which raises it with the layer name
+            self._put(exc)
+
+    def _put(self, item):
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def reshape(self, bottom_shapes):
+        tops = [self.top_shape]
+        if len(self.layer_param.top) == 2:
+            tops.append((self.batch_size,))
+        return tops
+
+    def forward(self, bottoms, params):
+        item = self._queue.get()
+        if isinstance(item, Exception):
+            self._queue.put(item)
+            raise self.error(f"reading {self.layer_param.data_param.source}: {item}")
+        data, labels = item
+        tops = [data.to(self.device, non_blocking=True)]
+        if len(self.layer_param.top) == 2:
+            tops.append(labels.to(self.device, non_blocking=True))
+        return tops
+
+    def close(self):
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout=2)
+        _close_reader(self.layer_param.data_param.source)
+
+    def __del__(self):
+        try:
+            self._stop.set()
+        except Exception:
+            pass
