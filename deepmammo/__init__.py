@@ -6,4 +6,12 @@
     evaluate/  every snapshot -> metrics, predictions
     report/    tables, figures, saliency, HTML report
 """
+import os as _os
+
 __version__ = "0.1.0"
+
+# Before torch loads its OpenMP runtime (every deepmammo import passes here first): idle
+# OpenMP threads sleep instead of spinning. On a small shared machine spinning threads steal
+# the cores the busy ones need (elementwise layers ran 3-5x slower with 2 spinning threads
+# under load). Set OMP_WAIT_POLICY to override.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -5,13 +5,6 @@
     net.blobs["data"].data[...] = images
     probs = net.forward()["prob"]
 """
-import os as _os
-
-# Before torch loads its OpenMP runtime: idle OpenMP threads sleep instead of spinning. On a
-# small shared machine spinning threads steal the cores the busy ones need (elementwise layers
-# ran 3-5x slower with 2 spinning threads under load). Set OMP_WAIT_POLICY to override.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from deepmammo.caffe import io, proto  # noqa: E402,F401  (caffe.io, caffe.proto.caffe_pb2)
 from deepmammo.caffe.mode import set_device, set_mode_cpu, set_mode_gpu  # noqa: E402,F401
 from deepmammo.caffe.net import Net  # noqa: E402,F401
