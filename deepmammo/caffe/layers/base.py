@@ -100,6 +100,15 @@ class Layer:
         blob.tdata = values.to(self.device)
         return blob
 
+    def make_weight_and_bias(self, param, weight_shape):
+        """Blobs of a Convolution or InnerProduct layer: weight, then bias when bias_term.
+        An unset filler is Caffe's constant 0 (not PyTorch's default init)."""
+        wf = param.weight_filler if param.HasField("weight_filler") else default_filler()
+        self.blobs = [self.make_blob(weight_shape, wf, 0)]
+        if param.bias_term:
+            bf = param.bias_filler if param.HasField("bias_filler") else default_filler()
+            self.blobs.append(self.make_blob((self.num_output,), bf, 1))
+
     def reshape(self, bottom_shapes):
         """Top shapes for these bottom shapes (raise a NetError naming the layer if invalid)."""
         raise NotImplementedError

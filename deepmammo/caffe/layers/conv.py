@@ -4,7 +4,7 @@ constant 0. Several bottom/top pairs share the one set of weights, as in Caffe."
 import torch
 import torch.nn.functional as F
 
-from deepmammo.caffe.layers.base import Layer, default_filler, register
+from deepmammo.caffe.layers.base import Layer, register
 
 _CONV_FIELDS = {"num_output", "bias_term", "pad", "kernel_size", "stride", "dilation", "pad_h",
                 "pad_w", "kernel_h", "kernel_w", "stride_h", "stride_w", "group",
@@ -105,11 +105,7 @@ class Convolution(Layer):
         if channels % self.group:
             raise self.error(f"{channels} input channels not divisible by group {self.group}")
         shape = (self.num_output, channels // self.group) + tuple(self.kernel)
-        wf = p.weight_filler if p.HasField("weight_filler") else default_filler()
-        self.blobs = [self.make_blob(shape, wf, 0)]
-        if p.bias_term:
-            bf = p.bias_filler if p.HasField("bias_filler") else default_filler()
-            self.blobs.append(self.make_blob((self.num_output,), bf, 1))
+        self.make_weight_and_bias(p, shape)
 
     def reshape(self, bottom_shapes):
         tops = []

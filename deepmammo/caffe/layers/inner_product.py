@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from deepmammo.caffe.layers.base import Layer, canonical_axis, count, default_filler, register
+from deepmammo.caffe.layers.base import Layer, canonical_axis, count, register
 
 
 @register
@@ -29,11 +29,7 @@ class InnerProduct(Layer):
         p = self.layer_param.inner_product_param
         k = count(bottom_shapes[0], self._axis(bottom_shapes[0]))
         shape = (k, self.num_output) if self.transpose else (self.num_output, k)
-        wf = p.weight_filler if p.HasField("weight_filler") else default_filler()
-        self.blobs = [self.make_blob(shape, wf, 0)]
-        if p.bias_term:
-            bf = p.bias_filler if p.HasField("bias_filler") else default_filler()
-            self.blobs.append(self.make_blob((self.num_output,), bf, 1))
+        self.make_weight_and_bias(p, shape)
 
     def reshape(self, bottom_shapes):
         shape = bottom_shapes[0]
