@@ -4,7 +4,9 @@
 #   make levynet     one experiment (also alexnet-noaug-small, ..., googlenet-deeper)
 #   make paper       every experiment, then tables, figures and the report
 # Variables: ENGINE=torch|caffe DEVICE=cpu|cuda CASES=path/cases.csv DATASETS=data/datasets
-#            WEIGHTS_DIR=weights FROM_SCRATCH=1 SEED=0 SPLIT_MODE=paper|code AUG=paper|code|none
+#            WEIGHTS_DIR=weights FROM_SCRATCH=1 SPLIT_MODE=paper|code AUG=paper|code|none
+#            SEED=0 (the data seed: synthesis, split, augmentation; the training seed is the
+#            config's `seed`, override with OVERRIDES="seed=2")
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTHON ?= python3
@@ -28,8 +30,9 @@ SYNTH_KIND ?= ddsm
 SYNTH_PATIENTS ?= 60
 SYNTH_DIR := data/synth/$(SYNTH_KIND)-$(SYNTH_PATIENTS)-s$(SEED)
 CASES ?= data/cases/synth-$(SYNTH_KIND)-$(SYNTH_PATIENTS)-s$(SEED)/cases.csv
-# Datasets are kept apart per cases table (named by the folder that holds cases.csv).
-DATASETS ?= data/datasets/$(notdir $(patsubst %/,%,$(dir $(CASES))))
+# Datasets are kept apart per cases table (named by the folder that holds cases.csv) and per
+# data seed (the split and the augmentation depend on it).
+DATASETS ?= data/datasets/$(notdir $(patsubst %/,%,$(dir $(CASES))))/seed$(SEED)
 CROPS := $(DATASETS)/crops
 SPLIT_MODE ?= paper# code: the authors' file-level first-N split (patients may leak)
 AUG ?= paper# code: the authors' augmentation (original + 4 rotations, grey 132, centre 0.6)
@@ -109,7 +112,7 @@ data-large-aug: $(DATASETS)/large-aug/build.json ## proportional padding, the pa
 # every snapshot on validation and (with the validation-chosen threshold) on test.
 define experiment
 $(1): $(DATASETS)/$(2)/build.json
-	$(DM) experiment configs/$(1).yaml dataset=$(DATASETS)/$(2) seed=$(SEED) \
+	$(DM) experiment configs/$(1).yaml dataset=$(DATASETS)/$(2) \
 	  --engine $(ENGINE) --device $(DEVICE) $(OVERRIDES)
 	$(MAKE) --no-print-directory evaluate RUN=runs/$(1)/latest DATA=$(DATASETS)/$(2)
 endef

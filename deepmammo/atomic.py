@@ -22,6 +22,11 @@ def atomic_path(path, is_dir=False):
     else:
         fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
         os.close(fd)
+    # mkstemp/mkdtemp create 0600/0700; give the output the permissions an ordinary file or
+    # folder would get, so Caffe running as another user can read it.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
     try:
         yield tmp
         if is_dir and os.path.isdir(path):

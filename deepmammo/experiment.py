@@ -242,12 +242,14 @@ def dataset_paths(dataset, net, net_path):
 
 def check_dataset(dataset, paths):
     """Every file the Data layers need must be there, else say how to build it."""
-    missing = [p for entry in paths.values() for p in entry.values() if not os.path.exists(p)]
+    missing = sorted({p for entry in paths.values() for p in entry.values()
+                      if not os.path.exists(p)})
     if missing:
         variant = os.path.basename(os.path.normpath(dataset))
         raise ExperimentError(
             f"dataset {dataset} is missing {', '.join(missing)}; build it first "
-            f"(make data-{variant}, or deepmammo lmdb ... --out {dataset}) or point "
+            f"(`make data-{variant}` builds data/datasets/<cases>/{variant} and the experiment "
+            f"targets pass it as dataset=; or deepmammo lmdb ... --out {dataset}) or point "
             "dataset= at a folder that holds train_lmdb, val_lmdb and mean.binaryproto")
 
 

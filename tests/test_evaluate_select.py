@@ -62,3 +62,10 @@ def test_threshold_stays_at_argmax_when_nothing_is_gained():
     assert choose_threshold(labels, probs) == 0.5
     with pytest.raises(ValueError, match="criterion"):
         choose_threshold(labels, probs, criterion="magic")
+
+
+def test_an_unknown_selection_metric_is_an_error_not_a_silent_default():
+    from deepmammo.evaluate.select import select_snapshot
+    entries = [{"snapshot": "a_iter_1.caffemodel", "iteration": 1, "metrics": {"accuracy": 0.5}}]
+    with pytest.raises(ValueError, match="unknown selection metric auc"):
+        select_snapshot(entries, ("auc",))

@@ -334,7 +334,8 @@ def _write_manifest_set(folder):
         "p5,a.png,empty.png,BENIGN,LEFT,CC\n"
         "p6,missing.png,m.png,BENIGN,LEFT,CC\n"
         "p7,a.png,small.png,MALIGNANT,LEFT,CC\n"
-        "p8,a.png,m.png,UNPROVEN,LEFT,CC\n")
+        "p8,a.png,m.png,UNPROVEN,LEFT,CC\n"
+        "p9,a.png,m.png,BENIGN,LEFT,CC,extra\n")
     return img16, img8, mask
 
 
@@ -358,7 +359,9 @@ def test_manifest_reads_every_format_and_reports_bad_rows(tmp_path):
     assert "missing.png" in reasons["p6_LEFT_CC_1"][1] and "not found" in reasons["p6_LEFT_CC_1"][2]
     assert "small.png" in reasons["p7_LEFT_CC_1"][1] and "differs" in reasons["p7_LEFT_CC_1"][2]
     assert reasons["p8_LEFT_CC_1"][0] == "excluded"
-    assert rep["counts"]["skipped"] == 3 and rep["counts"]["excluded"] == 1
+    extra = [e for e in entries if "more cell(s) than the header" in e["reason"]]
+    assert len(extra) == 1 and extra[0]["file"].endswith("manifest.csv:11")
+    assert rep["counts"]["skipped"] == 4 and rep["counts"]["excluded"] == 1
 
 
 def test_manifest_without_required_columns_is_a_clear_error(tmp_path):

@@ -132,6 +132,16 @@ def test_header_only_file_is_truncated(tmp_path):
         ddsm.read_ljpeg(path, (entry["lines"], entry["pixels_per_line"]))
 
 
+def test_empty_sos_segment_is_an_error_naming_the_file(tmp_path):
+    entry, data = _a_fixture_file()
+    sos = data.index(b"\xff\xda")
+    path = tmp_path / "SOS.LJPEG"
+    path.write_bytes(data[:sos] + b"\xff\xda\x00\x02" + data[sos + 2 + int.from_bytes(
+        data[sos + 2:sos + 4], "big"):])
+    with pytest.raises(ljpeg.LJPEGError, match="SOS.LJPEG: SOS segment too short"):
+        ddsm.read_ljpeg(path, (entry["lines"], entry["pixels_per_line"]))
+
+
 def test_wrong_shape_and_wrong_depth_are_errors(tmp_path):
     entry, data = _a_fixture_file()
     path = tmp_path / "X.LJPEG"

@@ -1,4 +1,5 @@
 """`deepmammo eval`: every snapshot of a run on a validation or test LMDB (see cli.py)."""
+from deepmammo.evaluate.metrics import METRIC_NAMES
 
 
 def register(subparsers):
@@ -34,6 +35,7 @@ def register(subparsers):
     p.add_argument("--threshold", choices=("argmax", "val"), default="argmax",
                    help="also score at the threshold fitted on validation (needs --val-results)")
     p.add_argument("--select-by", nargs="+", default=["accuracy", "recall"],
+                   choices=METRIC_NAMES,
                    help="validation metrics that choose the snapshot, in order")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (0: none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")

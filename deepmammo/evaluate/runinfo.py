@@ -35,8 +35,10 @@ def expand_snapshots(patterns):
 
 def find_run_dir(path, levels=3):
     """The nearest folder at or above `path` holding config.yaml or provenance.json."""
-    folder = os.path.dirname(os.path.abspath(path)) if os.path.isfile(path) else \
-        os.path.abspath(path)
+    # realpath: runs/<exp>/latest is a link that moves on to the next run; results must name
+    # the run folder they came from.
+    folder = os.path.dirname(os.path.realpath(path)) if os.path.isfile(path) else \
+        os.path.realpath(path)
     for _ in range(levels + 1):
         if any(os.path.isfile(os.path.join(folder, n))
                for n in ("config.yaml", "provenance.json")):

@@ -2,7 +2,7 @@
 threshold. The test set is read only after the choice, for the chosen snapshot alone."""
 import numpy as np
 
-from deepmammo.evaluate.metrics import binary_metrics
+from deepmammo.evaluate.metrics import METRIC_NAMES, binary_metrics
 
 # What the paper looks at when it picks a snapshot (section 5.4): accuracy, then recall (the
 # metric it values most for screening), then the earlier snapshot (less training, same result).
@@ -15,6 +15,10 @@ def select_snapshot(val_entries, criteria=DEFAULT_CRITERIA):
     entries = list(val_entries)
     if not entries:
         raise ValueError("no validation results to select a snapshot from")
+    unknown = [c for c in criteria if c not in METRIC_NAMES]
+    if unknown:
+        raise ValueError(f"unknown selection metric {', '.join(unknown)} "
+                         f"(one of {', '.join(METRIC_NAMES)})")
 
     def key(entry):
         m = entry["metrics"]

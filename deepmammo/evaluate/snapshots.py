@@ -139,7 +139,7 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
         metrics, ci = score_rows(rows, n_boot=n_boot, seed=seed)
         iteration = runinfo.snapshot_iteration(path)
         fraction, epoch = runinfo.training_progress(iteration, info)
-        entry = {"snapshot": os.path.abspath(path), "iteration": iteration,
+        entry = {"snapshot": os.path.realpath(path), "iteration": iteration,
                  "fraction": fraction, "epoch": epoch, "predictions": rel,
                  "metrics": metrics, "ci": ci}
         if split == "val":
@@ -151,12 +151,12 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
         entries.append(entry)
 
     results = {
-        "format": FORMAT, "split": split, "model": os.path.abspath(model),
+        "format": FORMAT, "split": split, "model": os.path.realpath(model),
         "lmdb": os.path.abspath(lmdb_path),
         "mean": os.path.abspath(mean_path) if mean_path else mean_value,
         "manifest": os.path.abspath(manifest_path) if manifest else None,
         "engine": engine, "tta": tta or "none", "scale": scale,
-        "train_val": os.path.abspath(train_val) if train_val else None,
+        "train_val": os.path.realpath(train_val) if train_val else None,
         "decision": "argmax",
         "run": {k: v for k, v in info.items() if k not in ("config", "provenance")},
         "run_config": info.get("config"),

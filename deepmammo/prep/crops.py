@@ -306,6 +306,8 @@ def build_crops(cases_csv, out_dir, padding="fixed:50", edge="clip", workers=Non
         raise ValueError(f"{cases_csv}: no usable case rows ({len(skips)} skipped; "
                          f"first reason: {skips[0]['reason'] if skips else 'none'})")
     records.sort(key=lambda r: r["crop_id"])
+    # Workers finish in any order: sort so that skipped.csv is the same for any worker count.
+    skips.sort(key=lambda s: (str(s["case_id"]), str(s["abnormality_id"])))
     for r in records:  # the per-crop sidecars only serve resuming
         os.unlink(os.path.join(images_dir, f"{r['crop_id']}.json"))
     _write_csv(os.path.join(partial, "crops.csv"), CROP_COLUMNS, records)

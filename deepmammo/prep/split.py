@@ -96,6 +96,8 @@ def _nearest_balanced(patients, k, rng, split, must=True):
     Balance is the paper's hard constraint; the 10% size is approximate. When patients carry
     even numbers of crops (a mass seen in both views), an odd k cannot be met exactly, so the
     nearest reachable j is taken (k, k+1, k-1, k+2, ...) and logged."""
+    if k == 0:
+        return [], 0
     for j in sorted(range(1, 2 * k + 1), key=lambda j: (abs(j - k), -j)):
         chosen = _balanced_patients(patients, j, rng)
         if chosen is not None:

@@ -362,8 +362,8 @@ def provenance_entries(runs):
                 if not k.endswith(".caffemodel")}
         chosen = r.chosen_val()
         if chosen:
-            facts["snapshot chosen on validation"] = "%s (by accuracy, then recall)" \
-                % snapshot_id(chosen)
+            facts["snapshot chosen on validation"] = "%s (by %s)" \
+                % (snapshot_id(chosen), ", then ".join(r.criteria))
         entries.append({"title": r.experiment, "facts": facts, "config": r.info.get("config")})
     return entries
 

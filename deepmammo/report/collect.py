@@ -10,7 +10,7 @@ import logging
 import os
 
 from deepmammo.evaluate.runinfo import run_info
-from deepmammo.evaluate.select import chosen_test_entry, select_snapshot
+from deepmammo.evaluate.select import DEFAULT_CRITERIA, chosen_test_entry, select_snapshot
 from deepmammo.evaluate.snapshots import FORMAT, load_results
 
 log = logging.getLogger(__name__)
@@ -31,15 +31,22 @@ class Run:
     def from_scratch(self):
         return bool(self.info.get("from_scratch"))
 
+    @property
+    def criteria(self):
+        """The validation metrics `deepmammo eval --select-by` chose the snapshot with."""
+        selected = (self.val or {}).get("selected") or {}
+        return tuple(selected.get("criteria") or DEFAULT_CRITERIA)
+
     def chosen_val(self):
         """The validation entry chosen on validation, or None without validation results."""
-        return select_snapshot(self.val["snapshots"]) if self.val else None
+        return select_snapshot(self.val["snapshots"], self.criteria) if self.val else None
 
     def chosen_test(self):
         """The test entry of the snapshot chosen on validation (None if either is missing)."""
         if not (self.val and self.test):
             return None
-        return chosen_test_entry(self.val["snapshots"], self.test["snapshots"])[1]
+        return chosen_test_entry(self.val["snapshots"], self.test["snapshots"],
+                                 self.criteria)[1]
 
     def __repr__(self):
         return "Run(%s, %s)" % (self.experiment, self.run_dir)

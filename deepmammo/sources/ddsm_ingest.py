@@ -17,6 +17,8 @@ def _check_ljpeg(path, view, decode):
             ljpeg.check_file(path, view.shape, view.bits_per_pixel)
     except (ljpeg.LJPEGError, OSError) as exc:
         return str(exc)
+    except Exception as exc:  # a corrupt stream must land in the report, not stop the ingest
+        return f"{path}: unreadable LJPEG ({type(exc).__name__}: {exc})"
     return None
 
 

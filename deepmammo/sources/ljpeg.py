@@ -82,6 +82,8 @@ def parse_header(data, source="<bytes>"):
                 raise LJPEGError(f"{source}: SOS before any SOF3 frame header")
             if not has_dht:
                 raise LJPEGError(f"{source}: no Huffman table (DHT) before SOS")
+            if not body:
+                raise LJPEGError(f"{source}: SOS segment too short")
             ns = body[0]
             if len(body) < 1 + 2 * ns + 3:
                 raise LJPEGError(f"{source}: SOS segment too short")

@@ -25,8 +25,15 @@ def collect(path, ctx):
         if missing:
             raise ValueError(f"{path}: manifest lacks column(s) {', '.join(missing)} "
                              f"(needs {', '.join(REQUIRED)})")
-        rows = [({(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()},
-                 reader.line_num) for raw in reader]
+        rows = []
+        for raw in reader:
+            if None in raw:  # csv puts cells beyond the header under the key None, as a list
+                ctx.skip(f"{path}:{reader.line_num}", f"{path}:{reader.line_num}",
+                         f"{len(raw[None])} more cell(s) than the header's columns",
+                         "bad manifest row")
+                continue
+            rows.append(({(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()},
+                         reader.line_num))
     counters = {}
     for row, line in tqdm(rows, desc="manifest", unit="row", disable=None):
         _collect_row(path, base, row, line, counters, ctx)
