@@ -1,7 +1,6 @@
 """Shared fixtures. Tests that need real BVLC Caffe use `real_caffe`: it imports the build made
 by `make caffe` (which `make test` runs first) and fails, never skips, when it is missing."""
 import os
-import sys
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Net rules (include/exclude, sharing, loss weights, propagate_down), weights files (new
 format, V1 with legacy shapes, what we save real Caffe loads), the Data layer against real
 Caffe, the pycaffe interface and the solver-facing contract."""
-
 import numpy as np
 import pytest
 import torch
@@ -432,3 +431,30 @@ def test_io_transformer_and_resize_match_pycaffe(real_caffe):
     for dims in [(16, 13), (4, 5)]:
         np.testing.assert_allclose(caffe.io.resize_image(img, dims),
                                    real_caffe.io.resize_image(img, dims), atol=3e-3)
+
+
+def test_errors_of_a_net_named_by_a_solver_name_the_net_file(tmp_path):
+    net_path = tmp_path / "train_val.prototxt"
+    net_path.write_text('layer { name: "ip" type: "InnerProduct" bottom: "nowhere" top: "ip" '
+                        'inner_product_param { num_output: 1 } }\n')
+    solver_path = tmp_path / "solver.prototxt"
+    solver_path.write_text(f'net: "{net_path}"\nbase_lr: 0.1\nlr_policy: "fixed"\nmax_iter: 1\n')
+    with pytest.raises(NetError, match=r"train_val\.prototxt.*nowhere"):
+        caffe.get_solver(str(solver_path))
+
+
+def test_convolution_refuses_input_with_other_channels_naming_the_layer(tmp_path):
+    net = caffe.Net(_write(tmp_path, 
+        'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 dim: 5 '
+        'dim: 5 } } }\nlayer { name: "c" type: "Convolution" bottom: "x" top: "c" '
+        'convolution_param { num_output: 2 kernel_size: 3 } }\n'), caffe.TEST)
+    net.blobs["x"].reshape(1, 4, 5, 5)
+    with pytest.raises(NetError, match=r"'c'.*incompatible with convolution kernel: 4 channels"):
+        net.reshape()
+
+
+def test_old_batchnorm_param_specs_are_upgraded_to_frozen():
+    from deepmammo.caffe.prototxt import parse_net
+    net = parse_net('layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" '
+                    'param { lr_mult: 1 } param { lr_mult: 1 } param { lr_mult: 1 } }')
+    assert [(p.lr_mult, p.decay_mult) for p in net.layer[0].param] == [(0, 0)] * 3

@@ -51,8 +51,11 @@ class LeastSquaresNet:
         w, b = self.w.tdata, self.b.tdata
         r = torch.from_numpy(X) @ w[0] + b[0] - torch.from_numpy(y)
         loss = float((r * r).sum() / (2 * N))
-        self.w.tdiff += (torch.from_numpy(X).T @ r / N)[None, :]
-        self.b.tdiff += r.sum() / N
+        # As Caffe's Net: a blob with lr_mult 0 gets no gradient (param_propagate_down false).
+        if self.w.lr_mult != 0:
+            self.w.tdiff += (torch.from_numpy(X).T @ r / N)[None, :]
+        if self.b.lr_mult != 0:
+            self.b.tdiff += r.sum() / N
         self.blobs["loss"].data[...] = loss
         return loss
 
@@ -241,3 +244,11 @@ def test_lr_policy_errors():
     bad = pb.SolverParameter(lr_policy="cosine", base_lr=1)
     with pytest.raises(ValueError, match="unknown lr_policy"):
         lr_policy.learning_rate(bad, 0)
+
+
+def test_sigmoid_policy_far_from_its_step_is_rate_zero_not_an_overflow():
+    # exp(-gamma * (iter - stepsize)) overflows a double at iteration 0; Caffe's float gives 0.
+    param = parse_solver('lr_policy: "sigmoid" base_lr: 0.1 gamma: 0.1 stepsize: 10000')
+    rate, _ = lr_policy.learning_rate(param, 0)
+    assert rate == 0.0
+    assert lr_policy.learning_rate(param, 10000)[0] == pytest.approx(0.05)

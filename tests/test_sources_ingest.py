@@ -437,3 +437,23 @@ def test_benchmark_runs_on_a_small_image(tmp_path):
     result = benchmark.bench_decode(predictors=(1, 7), repeats=1, workdir=tmp_path, shape=(96, 64))
     assert set(result) == {"predictor_1", "predictor_7"}
     assert all(r["decode_s"] >= 0 and r["megabytes"] >= 0 for r in result.values())
+
+
+def test_manifest_dicom_monochrome1_is_flipped_and_bits_stored_is_kept(tmp_path):
+    import pydicom
+    folder = tmp_path / "set"
+    folder.mkdir()
+    img = np.random.RandomState(4).randint(0, 4096, (30, 20)).astype(np.uint16)
+    mask = np.zeros((30, 20), bool)
+    mask[5:15, 5:10] = True
+    cbis.write_dicom(folder / "x.dcm", img, patient_id="X", series_description="full")
+    ds = pydicom.dcmread(folder / "x.dcm")
+    ds.PhotometricInterpretation, ds.BitsStored, ds.HighBit = "MONOCHROME1", 12, 11
+    ds.save_as(folder / "x.dcm")
+    images.write_png(folder / "m.png", mask)
+    (folder / "manifest.csv").write_text("patient_id,image,mask,pathology\np1,x.dcm,m.png,BENIGN\n")
+    out = tmp_path / "cases.csv"
+    ingest("manifest", folder / "manifest.csv", out)
+    (row,) = read_cases(out)
+    assert row["bits"] == 12
+    np.testing.assert_array_equal(load_image(row), 4095 - img)

@@ -62,7 +62,11 @@ def learning_rate(param, iteration, current_step=0):
         _check_gamma(gamma, policy)
         if param.stepsize <= 0:
             raise LRPolicyError("lr_policy sigmoid needs stepsize > 0")
-        rate = base_lr * (1.0 / (1.0 + math.exp(-gamma * (iteration - param.stepsize))))
+        try:
+            e = math.exp(-gamma * (iteration - param.stepsize))
+        except OverflowError:  # Caffe computes in float: exp overflows to inf, the rate to 0
+            e = math.inf
+        rate = base_lr * (1.0 / (1.0 + e))
     else:
         raise LRPolicyError(f"unknown lr_policy {policy!r} (one of {', '.join(POLICIES)})")
     return _f32(rate), current_step

@@ -58,12 +58,13 @@ log = logging.getLogger(__name__)
 TRAIN, TEST = pb.TRAIN, pb.TEST
 
 
-def _read_model(model):
+def _read_model(model, source=None):
     if isinstance(model, pb.NetParameter):
         param = pb.NetParameter()
         param.CopyFrom(model)
         from deepmammo.caffe.upgrade import upgrade_net
-        return upgrade_net(param, "<NetParameter>"), "<NetParameter>"
+        source = source or "<NetParameter>"
+        return upgrade_net(param, source), source
     from deepmammo.caffe.prototxt import read_net
     return read_net(model), os.fspath(model)
 
@@ -87,11 +88,12 @@ def _parse_args(args, kwargs):
 
 
 class Net:
-    def __init__(self, model, *args, level=0, stages=(), device=None, **kwargs):
+    def __init__(self, model, *args, level=0, stages=(), device=None, source=None, **kwargs):
+        """`source` names an in-memory NetParameter in errors (e.g. the file it came from)."""
         phase, weights = _parse_args(args, kwargs)
         if kwargs:
             raise TypeError(f"Net: unexpected arguments {sorted(kwargs)}")
-        param, self.source = _read_model(model)
+        param, self.source = _read_model(model, source)
         param.state.phase = phase
         param.state.level = level
         param.state.stage.extend(stages)
@@ -103,10 +105,15 @@ class Net:
             tune_cpu_allocator()
         self.name = param.name
         self.force_backward = param.force_backward
-        self._build(param)
-        self.last_loss = 0.0
-        if weights is not None:
-            self.copy_from(weights)
+        self.layers = []
+        try:
+            self._build(param)
+            self.last_loss = 0.0
+            if weights is not None:
+                self.copy_from(weights)
+        except BaseException:
+            self.close()  # Data layers built before the failure stop prefetching
+            raise
 
     # ------------------------------------------------------------------ construction
     def _build(self, param):
@@ -578,9 +585,16 @@ class Net:
     # ------------------------------------------------------------------ lifetime
     def close(self):
         """Stop Data-layer prefetch threads."""
-        for layer in self.layers:
+        for layer in getattr(self, "layers", ()):
             if hasattr(layer, "close"):
                 layer.close()
+
+    def __del__(self):
+        # The prefetch threads hold their layers, not the net: dropping the net stops them.
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def __repr__(self):
         return f"<Net {self.name!r} phase={'TRAIN' if self.phase == TRAIN else 'TEST'} " \

@@ -87,7 +87,8 @@ def build_net(net_param, source="<net>"):
     net_param = copy.deepcopy(net_param)
     stages = list(net_param.state.stage)
     net_param.state.ClearField("stage")   # Net() adds the stages it is given
-    return Net(net_param, net_param.state.phase, level=net_param.state.level, stages=stages)
+    return Net(net_param, net_param.state.phase, level=net_param.state.level, stages=stages,
+               source=source)
 
 
 # ---------------------------------------------------------------------------------- the solver
@@ -179,17 +180,18 @@ class Solver:
         field = given[0]
         if field in ("train_net_param", "net_param"):
             net_param = copy.deepcopy(getattr(p, field))
-            where = f"specified in {field}"
+            where, label = f"specified in {field}", f"{self.source} ({field})"
         else:
             net_param = _read_net_param(getattr(p, field), self.source)
             where = f"from {field} file: {getattr(p, field)}"
+            label = _resolve(getattr(p, field), self.source)
         # Solver defaults (TRAIN), then the net's own state, then the solver's train_state.
         state = pb.NetState(phase=TRAIN)
         state.MergeFrom(net_param.state)
         state.MergeFrom(p.train_state)
         net_param.state.CopyFrom(state)
         self._log(f"Creating training net {where}")
-        net = self._net_factory(net_param, self.source)
+        net = self._net_factory(net_param, label)
         self._load_weights(net)
         return net
 
@@ -206,22 +208,26 @@ class Solver:
                               "at all")
         if instances and p.test_interval <= 0:
             raise SolverError(f"{self.source}: test nets need test_interval > 0")
-        params = [(copy.deepcopy(n), "test_net_param") for n in p.test_net_param]
-        params += [(_read_net_param(f, self.source), f"test_net file: {f}") for f in p.test_net]
+        inline = f"{self.source} (test_net_param)"
+        params = [(copy.deepcopy(n), "test_net_param", inline) for n in p.test_net_param]
+        params += [(_read_net_param(f, self.source), f"test_net file: {f}",
+                    _resolve(f, self.source)) for f in p.test_net]
         for _ in range(instances - len(params)):
             if p.HasField("net_param"):
-                params.append((copy.deepcopy(p.net_param), "net_param"))
+                params.append((copy.deepcopy(p.net_param), "net_param",
+                               f"{self.source} (net_param)"))
             else:
-                params.append((_read_net_param(p.net, self.source), f"net file: {p.net}"))
+                params.append((_read_net_param(p.net, self.source), f"net file: {p.net}",
+                               _resolve(p.net, self.source)))
         nets = []
-        for i, (net_param, where) in enumerate(params):
+        for i, (net_param, where, label) in enumerate(params):
             state = pb.NetState(phase=TEST)
             state.MergeFrom(net_param.state)
             if len(p.test_state):
                 state.MergeFrom(p.test_state[i])
             net_param.state.CopyFrom(state)
             self._log(f"Creating test net (#{i}) specified by {where}")
-            net = self._net_factory(net_param, self.source)
+            net = self._net_factory(net_param, label)
             self._load_weights(net)
             nets.append(net)
         return nets
@@ -366,11 +372,9 @@ class Solver:
             self.log.record(self.iter, {"lr": rate})
         params = self.net.learnable_params
         with torch.no_grad():
-            for blob in params:
-                # A frozen blob gets no gradient in Caffe (its layer does not propagate to it),
-                # so it must weigh nothing in the clipping norm or the history.
-                if blob.lr_mult == 0:
-                    blob.tdiff.zero_()
+            # No special case for frozen blobs (lr_mult 0): as in Caffe, their diffs are what
+            # backward left (zero unless force_backward or sharing gave them a gradient) and
+            # count in the clipping norm.
             self.clip_gradients()
             for i in range(len(params)):
                 self.normalize(i)

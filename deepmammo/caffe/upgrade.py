@@ -103,10 +103,21 @@ def _upgrade_data_transformation(net):
                 dp.ClearField(field)
 
 
+def _upgrade_batch_norm(net):
+    """Old nets gave BatchNorm's three statistics blobs ParamSpecs; they are not learned
+    (Caffe's UpgradeNetBatchNorm sets their lr_mult and decay_mult to 0)."""
+    for layer in net.layer:
+        if layer.type == "BatchNorm" and len(layer.param) == 3:
+            for spec in layer.param:
+                spec.lr_mult = 0
+                spec.decay_mult = 0
+
+
 def upgrade_net(net, source="<net>"):
     """Upgrade `net` (a NetParameter) in place to the current format and return it."""
     if len(net.layers):
         _upgrade_v1(net, source)
     _upgrade_input_fields(net, source)
     _upgrade_data_transformation(net)
+    _upgrade_batch_norm(net)
     return net

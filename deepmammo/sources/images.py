@@ -132,9 +132,20 @@ def read_dicom_pixels(path, ds=None):
     if "PixelData" not in ds:
         raise ImageError(f"{path}: DICOM file has no pixel data")
     try:
-        return ds.pixel_array
+        pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises RuntimeError/NotImplementedError/ValueError
-        return _decode_with_imagecodecs(ds, path, exc)
+        pixels = _decode_with_imagecodecs(ds, path, exc)
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        # MONOCHROME1 stores white as 0 (some digital mammography exports): flip it so that,
+        # as in every other source here, dense tissue is bright.
+        top = (1 << dicom_bits(ds, pixels)) - 1
+        pixels = (top - np.clip(pixels, 0, top)).astype(pixels.dtype)
+    return pixels
+
+
+def dicom_bits(ds, pixels):
+    """Bits actually used per pixel (BitsStored), else the array's container depth."""
+    return int(getattr(ds, "BitsStored", 0) or 8 * np.asarray(pixels).dtype.itemsize)
 
 
 def _decode_with_imagecodecs(ds, path, first_error):

@@ -71,12 +71,15 @@ def _collect_row(path, base, row, line, counters, ctx):
         "shape": row.get("shape", ""), "margins": row.get("margins", ""),
         "calc_type": "", "calc_distribution": "", "assessment": row.get("assessment", ""),
         "subtlety": row.get("subtlety", ""), "density": row.get("density", ""),
-        "scanner": row.get("scanner", ""), "bits": _bits(image),
+        "scanner": row.get("scanner", ""), "bits": _bits(image_path, fmt, image),
         "rows": image.shape[0], "cols": image.shape[1],
     }
     ctx.add_case(out, mask_path=mask_path)
 
 
-def _bits(image):
-    """Container depth: the manifest does not say how many bits are used."""
+def _bits(path, fmt, image):
+    """Bits per pixel: a DICOM's BitsStored (a 12- or 14-bit image in 16-bit words must not be
+    mapped as if it used all 16), else the container depth (the manifest does not say)."""
+    if fmt == "DICOM":
+        return images.dicom_bits(images.read_dicom(path, pixels=False), image)
     return 8 * image.dtype.itemsize

@@ -199,7 +199,7 @@ class _DDSMWriter:
 
     def _ics_text(self, name, digitizer, bits, age, density, views, rng):
         res = next(v for k, v in DDSM_RESOLUTION.items() if digitizer.startswith(k))
-        lines = [" ", f"ics_version 1.0 ", f"filename {name} ",
+        lines = [" ", "ics_version 1.0 ", f"filename {name} ",
                  f"DATE_OF_STUDY {int(rng.integers(1, 13))} {int(rng.integers(1, 29))} "
                  f"{int(rng.integers(1988, 1999))} ",
                  "PATIENT_AGE " + ("" if age is None else str(age)) + " ",

@@ -114,6 +114,10 @@ class Convolution(Layer):
                 raise self.error(f"bottom must be 4-D (N, C, H, W), got {shape}")
             if shape != bottom_shapes[0]:
                 raise self.error("all bottoms must have the same shape")
+            if self.blobs and shape[1] != self.blobs[0].shape[1] * self.group:
+                raise self.error(f"input size incompatible with convolution kernel: {shape[1]} "
+                                 f"channels, the weights expect "
+                                 f"{self.blobs[0].shape[1] * self.group}")
             out = [shape[0], self.num_output]
             for i in range(2):
                 extent = self.dilation[i] * (self.kernel[i] - 1) + 1
