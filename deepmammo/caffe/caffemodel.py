@@ -48,12 +48,17 @@ def read_caffemodel(path):
         raise CaffemodelError(f"{path}: no layers (not a caffemodel, or truncated)")
     upgrade_net(net, path)
     for layer in net.layer:
-        for i, blob in enumerate(layer.blobs):
-            try:
-                blob_to_array(blob, where=f"{path}: layer {layer.name!r} blob {i}")
-            except BlobError as exc:
-                raise CaffemodelError(str(exc)) from None
+        check_blobs(layer.blobs, f"{path}: layer {layer.name!r} blob")
     return net
+
+
+def check_blobs(blobs, where):
+    """Each blob's values must fill its shape; a CaffemodelError names `where` and the index."""
+    for i, blob in enumerate(blobs):
+        try:
+            blob_to_array(blob, where=f"{where} {i}")
+        except BlobError as exc:
+            raise CaffemodelError(str(exc)) from None
 
 
 def layer_blobs(net):

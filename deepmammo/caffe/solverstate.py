@@ -2,8 +2,8 @@
 import os
 
 from deepmammo.atomic import write_bytes
-from deepmammo.caffe.blobproto import BlobError, blob_to_array
-from deepmammo.caffe.caffemodel import CaffemodelError, _read_bytes, parse_message
+from deepmammo.caffe.blobproto import blob_to_array
+from deepmammo.caffe.caffemodel import _read_bytes, check_blobs, parse_message
 from deepmammo.caffe.proto import caffe_pb2 as pb
 
 
@@ -11,11 +11,7 @@ def read_solverstate(path):
     """The SolverState of a .solverstate file; every history blob checked against its shape."""
     path = os.fspath(path)
     state = parse_message(_read_bytes(path, "solverstate"), pb.SolverState(), path, "solverstate")
-    for i, blob in enumerate(state.history):
-        try:
-            blob_to_array(blob, where=f"{path}: history blob {i}")
-        except BlobError as exc:
-            raise CaffemodelError(str(exc)) from None
+    check_blobs(state.history, f"{path}: history blob")
     return state
 
 

@@ -154,15 +154,19 @@ def parse_ics(text, path="<ics>"):
     return case
 
 
+def _read_text(path, what):
+    """A DDSM text file (latin-1: the archive predates UTF-8), naming it when missing."""
+    try:
+        with open(path, "r", encoding="latin-1") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: {what} file not found") from None
+
+
 def read_ics(path):
     """Read a DDSM .ics case header (see ICSCase / ICSView)."""
     path = os.fspath(path)
-    try:
-        with open(path, "r", encoding="latin-1") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: .ics file not found") from None
-    return parse_ics(text, path)
+    return parse_ics(_read_text(path, ".ics"), path)
 
 
 # ----------------------------------------------------------------------------- scanners / OD
@@ -397,12 +401,7 @@ def parse_overlay(text, path="<overlay>"):
 def read_overlay(path):
     """Read a DDSM .OVERLAY file: list of Abnormality (see its properties)."""
     path = os.fspath(path)
-    try:
-        with open(path, "r", encoding="latin-1") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: .OVERLAY file not found") from None
-    return parse_overlay(text, path)
+    return parse_overlay(_read_text(path, ".OVERLAY"), path)
 
 
 def outline_mask(outline, shape):
