@@ -60,9 +60,10 @@ $(STAMP): setup.py
 caffe: $(STAMP) ## build real BVLC Caffe (CPU, pycaffe) into ~/.cache/deepmammo, reused when present
 	PYTHON=$(PY) bash scripts/build_caffe.sh
 
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser: ## headless Chromium for the report's browser test (Debian's package)
-	@command -v chromium >/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 test: $(STAMP) caffe browser ## run the test suite (real Caffe and Chromium are set up first)
 	$(PY) -m pytest -q tests
