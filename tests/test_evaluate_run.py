@@ -108,6 +108,10 @@ def test_cli_eval_and_its_errors(world, tmp_path, capsys):
     assert "must come from validation" in capsys.readouterr().err
     assert main(args[:-2] + ["--threshold", "val"]) == 2
     assert "needs --val-results" in capsys.readouterr().err
+    # Nor from another run (its snapshots are named alike).
+    other = next(r for name, r in world["runs"].items() if name != "levynet")
+    assert main(args + ["--val-results", os.path.join(other, "eval", "val.json")]) == 2
+    assert "validation results of run" in capsys.readouterr().err
 
 
 def test_both_engines_give_the_same_numbers(world, tmp_path):

@@ -457,3 +457,19 @@ def test_manifest_dicom_monochrome1_is_flipped_and_bits_stored_is_kept(tmp_path)
     (row,) = read_cases(out)
     assert row["bits"] == 12
     np.testing.assert_array_equal(load_image(row), 4095 - img)
+
+
+def test_ddsm_overlay_of_a_view_the_ics_lacks_is_reported(ddsm_archive, tmp_path):
+    root, _ = ddsm_archive
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    overlay = sorted(copy.rglob("*.OVERLAY"))[0]
+    view = overlay.name.split(".")[1]
+    ics = next(overlay.parent.glob("*.ics"))
+    lines = ics.read_text(encoding="latin-1").splitlines(keepends=True)
+    ics.write_text("".join(l for l in lines if not l.startswith(view + " ")), encoding="latin-1")
+    out = tmp_path / "cases.csv"
+    ingest("ddsm", copy, out)
+    entries, _ = _report(out)
+    hits = [e for e in entries if f"lists no {view} view" in e["reason"]]
+    assert len(hits) == 1 and hits[0]["file"] == str(overlay) and hits[0]["status"] == "skipped"

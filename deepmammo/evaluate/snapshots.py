@@ -123,6 +123,12 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
     out_dir = os.path.dirname(os.path.abspath(out))
     pred_dir_name = os.path.splitext(os.path.basename(out))[0] + "_predictions"
     info = runinfo.run_info(runinfo.find_run_dir(files[0]))
+    val_run = ((val or {}).get("run") or {}).get("run_dir")
+    if val_run and info.get("run_dir") and os.path.realpath(val_run) != info["run_dir"]:
+        # Every run of an experiment names its snapshots alike: matching by name alone would
+        # take another run's choice and thresholds.
+        raise ValueError(f"{val_results}: validation results of run {val_run}, but these "
+                         f"snapshots are from run {info['run_dir']}")
     entries = []
     for path in files:
         log.info("evaluating %s on %s (%d records)", os.path.basename(path), lmdb_path, len(keys))

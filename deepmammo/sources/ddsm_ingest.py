@@ -36,6 +36,11 @@ def _collect_case(case, ctx):
         return
     for note in case.notes:
         ctx.fixed(ics.name, case.ics_path, note, "misplaced file")
+    # An overlay for a view the .ics does not describe has no image size to decode against:
+    # report it rather than drop it unseen.
+    for view_name in sorted(set(case.overlays) - set(ics.views)):
+        ctx.skip(f"{ics.name}_{view_name}", case.overlays[view_name],
+                 f"the .ics lists no {view_name} view for this .OVERLAY", "overlay not in .ics")
     for view_name, view in ics.views.items():
         overlay_path = case.overlays.get(view_name)
         label = f"{ics.name}_{view_name}"
