@@ -30,7 +30,7 @@ import threading
 import yaml
 
 from deepmammo.atomic import write_text
-from deepmammo.caffe.lmdb_io import LMDBReader
+from deepmammo.caffe.lmdb_io import count_records
 from deepmammo.caffe.prototxt import PrototxtError, read_net, read_solver, to_text
 from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.provenance import file_sha1, provenance
@@ -218,12 +218,6 @@ def data_layers(net, path):
     if "TRAIN" not in found:
         raise ExperimentError(f"{path}: no Data layer for the TRAIN phase")
     return found
-
-
-def lmdb_records(path):
-    """Number of records in an LMDB folder."""
-    with LMDBReader(path) as db:
-        return len(db)
 
 
 def dataset_paths(dataset, net, net_path):
@@ -493,8 +487,8 @@ def prepare_run(config, check_sha1=True):
 
     paths = dataset_paths(config["dataset"], net, train_val_src)
     check_dataset(config["dataset"], paths)
-    train_records = lmdb_records(paths["TRAIN"]["source"])
-    val_records = lmdb_records(paths["TEST"]["source"]) if "TEST" in paths else 0
+    train_records = count_records(paths["TRAIN"]["source"])
+    val_records = count_records(paths["TEST"]["source"]) if "TEST" in paths else 0
     if train_records == 0:
         raise ExperimentError(f"{paths['TRAIN']['source']}: the training LMDB is empty")
     if test_batch and 0 < val_records < test_batch and not config.get("test_batch_size"):

@@ -106,14 +106,6 @@ class LMDBReader:
             for key, value in txn.cursor():
                 yield key, value
 
-    def keys(self):
-        with self._env.begin() as txn:
-            return [k for k, _ in txn.cursor()]
-
-    def get(self, key):
-        with self._env.begin() as txn:
-            return txn.get(_as_bytes(key))
-
     def datums(self):
         """(key str, Datum) pairs in key order."""
         for key, value in self:
@@ -128,3 +120,9 @@ class LMDBReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def count_records(path):
+    """Number of records in the LMDB folder `path` (the database is closed again)."""
+    with LMDBReader(path) as db:
+        return len(db)

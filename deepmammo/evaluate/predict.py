@@ -95,12 +95,13 @@ def read_records(lmdb_path):
     if not os.path.isdir(lmdb_path):
         raise FileNotFoundError("LMDB folder not found: %s" % lmdb_path)
     keys, images, labels = [], [], []
-    reader = LMDBReader(lmdb_path)
-    for key, datum in tqdm(reader.datums(), total=len(reader), desc="read %s"
-                           % os.path.basename(lmdb_path.rstrip("/")), unit="rec", leave=False):
-        keys.append(key.decode() if isinstance(key, bytes) else str(key))
-        images.append(datum_to_array(datum))
-        labels.append(int(datum.label))
+    with LMDBReader(lmdb_path) as reader:
+        for key, datum in tqdm(reader.datums(), total=len(reader), desc="read %s"
+                               % os.path.basename(lmdb_path.rstrip("/")), unit="rec",
+                               leave=False):
+            keys.append(key.decode() if isinstance(key, bytes) else str(key))
+            images.append(datum_to_array(datum))
+            labels.append(int(datum.label))
     if not keys:
         raise ValueError("LMDB %s holds no records" % lmdb_path)
     shapes = {im.shape for im in images}

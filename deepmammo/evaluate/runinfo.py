@@ -112,7 +112,7 @@ def _iters_per_epoch(run_dir, config):
     if path is None:
         return None
     try:
-        from deepmammo.caffe.lmdb_io import LMDBReader
+        from deepmammo.caffe.lmdb_io import count_records
         from deepmammo.caffe.prototxt import read_net
         for layer in read_net(path).layer:
             phases = [rule.phase for rule in layer.include if rule.HasField("phase")]
@@ -120,7 +120,7 @@ def _iters_per_epoch(run_dir, config):
                 source, batch = layer.data_param.source, layer.data_param.batch_size
                 for folder in (source, os.path.join(run_dir, source)):
                     if batch and os.path.isdir(folder):
-                        return len(LMDBReader(folder)) / float(batch)
+                        return count_records(folder) / float(batch)
     except (OSError, ValueError):
         return None  # a run folder we cannot read fully still reports what it can
     return None

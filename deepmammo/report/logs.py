@@ -104,18 +104,3 @@ def series(rows, name):
     """(iterations, values) of one column, skipping rows without it."""
     pairs = [(r["iteration"], r[name]) for r in rows if r.get(name) is not None]
     return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-def pick_column(rows, *candidates):
-    """The first of `candidates` (or a column ending in one of them) present in the rows."""
-    names = set()
-    for r in rows:
-        names.update(r)
-    for c in candidates:
-        if c in names:
-            return c
-    for c in candidates:
-        for n in sorted(names):
-            if n.endswith("_" + c.split("_", 1)[-1]) and n.startswith(c.split("_", 1)[0]):
-                return n
-    return None
