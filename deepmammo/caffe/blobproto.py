@@ -40,20 +40,28 @@ def shapes_match(expected, blob):
     return tuple(expected) == blob_shape(blob)
 
 
-def blob_to_array(blob, diff=False, where="blob"):
-    """The data (or diff) of a BlobProto as a float32 array of its shape."""
-    shape = blob_shape(blob)
+def _values(blob, diff):
     if diff:
-        values = blob.double_diff if len(blob.double_diff) else blob.diff
-    else:
-        values = blob.double_data if len(blob.double_data) else blob.data
-    arr = np.asarray(values, dtype=np.float32)
+        return blob.double_diff if len(blob.double_diff) else blob.diff
+    return blob.double_data if len(blob.double_data) else blob.data
+
+
+def check_blob(blob, diff=False, where="blob"):
+    """The blob's shape, after checking that its values fill it (without converting them)."""
+    shape = blob_shape(blob)
     expected = int(np.prod(shape, dtype=np.int64))
-    if arr.size != expected:
+    count = len(_values(blob, diff))
+    if count != expected:
         kind = "diff" if diff else "data"
         raise BlobError(f"{where}: shape {shape} needs {expected} values but its {kind} has "
-                        f"{arr.size}")
-    return arr.reshape(shape)
+                        f"{count}")
+    return shape
+
+
+def blob_to_array(blob, diff=False, where="blob"):
+    """The data (or diff) of a BlobProto as a float32 array of its shape."""
+    shape = check_blob(blob, diff, where)
+    return np.asarray(_values(blob, diff), dtype=np.float32).reshape(shape)
 
 
 def array_to_blob(data, diff=None, legacy=False):

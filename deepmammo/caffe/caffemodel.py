@@ -12,7 +12,7 @@ import os
 from google.protobuf.message import DecodeError
 
 from deepmammo.atomic import write_bytes
-from deepmammo.caffe.blobproto import BlobError, blob_to_array
+from deepmammo.caffe.blobproto import BlobError, blob_to_array, check_blob
 from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.caffe.upgrade import upgrade_net
 
@@ -56,7 +56,7 @@ def check_blobs(blobs, where):
     """Each blob's values must fill its shape; a CaffemodelError names `where` and the index."""
     for i, blob in enumerate(blobs):
         try:
-            blob_to_array(blob, where=f"{where} {i}")
+            check_blob(blob, where=f"{where} {i}")
         except BlobError as exc:
             raise CaffemodelError(str(exc)) from None
 
