@@ -6,6 +6,11 @@ import os
 import shutil
 import tempfile
 
+# Read once at import: os.umask can only be read by setting it, and setting it while other
+# threads (Data-layer prefetch, workers) create files would race with them.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path, is_dir=False):
@@ -24,9 +29,7 @@ def atomic_path(path, is_dir=False):
         os.close(fd)
     # mkstemp/mkdtemp create 0600/0700; give the output the permissions an ordinary file or
     # folder would get, so Caffe running as another user can read it.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
+    os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_UMASK)
     try:
         yield tmp
         if is_dir and os.path.isdir(path):

@@ -3,17 +3,15 @@ import stat
 
 import pytest
 
+from deepmammo import atomic
 from deepmammo.atomic import atomic_path, write_text
 
 
-def test_outputs_get_ordinary_permissions_not_mkstemps(tmp_path):
-    old = os.umask(0o022)
-    try:
-        write_text(tmp_path / "a.csv", "x\n")
-        with atomic_path(tmp_path / "db", is_dir=True) as tmp:
-            open(os.path.join(tmp, "data.mdb"), "w").close()
-    finally:
-        os.umask(old)
+def test_outputs_get_ordinary_permissions_not_mkstemps(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_UMASK", 0o022)   # the process umask, read at import
+    write_text(tmp_path / "a.csv", "x\n")
+    with atomic_path(tmp_path / "db", is_dir=True) as tmp:
+        open(os.path.join(tmp, "data.mdb"), "w").close()
     assert stat.S_IMODE(os.stat(tmp_path / "a.csv").st_mode) == 0o644
     assert stat.S_IMODE(os.stat(tmp_path / "db").st_mode) == 0o755
 
