@@ -30,8 +30,8 @@ import threading
 import yaml
 
 from deepmammo.atomic import write_text
-from deepmammo.caffe.lmdb_io import count_records
-from deepmammo.caffe.prototxt import PrototxtError, read_net, read_solver, to_text
+from deepmammo.caffe.formats.lmdb_io import count_records
+from deepmammo.caffe.formats.prototxt import PrototxtError, read_net, read_solver, to_text
 from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.provenance import file_sha1, provenance
 

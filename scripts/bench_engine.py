@@ -28,7 +28,7 @@ BATCH, SIZE, CLASSES = 32, 224, 1000
 
 def make_bench_net(name):
     """The BVLC-shaped training graph of `name` as a NetParameter."""
-    from deepmammo.caffe.prototxt import read_net
+    from deepmammo.caffe.formats.prototxt import read_net
     src, classifier, bvlc_name = SOURCES[name]
     net = read_net(os.path.join(ROOT, src))
     net.force_backward = False
@@ -56,7 +56,7 @@ def make_bench_net(name):
 
 
 def write_bench_nets():
-    from deepmammo.caffe.prototxt import to_text
+    from deepmammo.caffe.formats.prototxt import to_text
     from deepmammo.atomic import write_text
     out = {}
     os.makedirs(os.path.join(HERE, "bench_nets"), exist_ok=True)

@@ -123,8 +123,8 @@ def coherence(device):
 
 
 def data_layer(device):
-    from deepmammo.caffe.datum import array_to_datum
-    from deepmammo.caffe.lmdb_io import LMDBWriter, lmdb_key
+    from deepmammo.caffe.formats.datum import array_to_datum
+    from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
     from test_engine_net import _data_net
     rs = np.random.RandomState(3)
     images = rs.randint(0, 256, size=(5, 3, 8, 7)).astype(np.uint8)

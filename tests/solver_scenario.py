@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 
-from deepmammo.caffe.datum import array_to_datum
-from deepmammo.caffe.lmdb_io import LMDBWriter, lmdb_key
+from deepmammo.caffe.formats.datum import array_to_datum
+from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
 
 TRAIN_RECORDS, TRAIN_BATCH = 24, 4   # 6 iterations per pass over the data
 TEST_RECORDS, TEST_BATCH = 10, 5

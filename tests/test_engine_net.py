@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import deepmammo.caffe as caffe
-from deepmammo.caffe.binaryproto import write_mean
-from deepmammo.caffe.blobproto import array_to_blob
-from deepmammo.caffe.caffemodel import write_caffemodel
+from deepmammo.caffe.formats.binaryproto import write_mean
+from deepmammo.caffe.formats.blobproto import array_to_blob
+from deepmammo.caffe.formats.caffemodel import write_caffemodel
 from deepmammo.caffe.crosscheck import crosscheck
-from deepmammo.caffe.datum import array_to_datum
-from deepmammo.caffe.lmdb_io import LMDBWriter, lmdb_key
+from deepmammo.caffe.formats.datum import array_to_datum
+from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.caffe.netstate import NetError
 from deepmammo.caffe.proto import caffe_pb2 as pb
 
@@ -454,7 +454,7 @@ def test_convolution_refuses_input_with_other_channels_naming_the_layer(tmp_path
 
 
 def test_old_batchnorm_param_specs_are_upgraded_to_frozen():
-    from deepmammo.caffe.prototxt import parse_net
+    from deepmammo.caffe.formats.prototxt import parse_net
     net = parse_net('layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" '
                     'param { lr_mult: 1 } param { lr_mult: 1 } param { lr_mult: 1 } }')
     assert [(p.lr_mult, p.decay_mult) for p in net.layer[0].param] == [(0, 0)] * 3

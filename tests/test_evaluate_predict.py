@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from deepmammo.caffe.binaryproto import write_mean
-from deepmammo.caffe.datum import array_to_datum
-from deepmammo.caffe.lmdb_io import LMDBWriter, lmdb_key
+from deepmammo.caffe.formats.binaryproto import write_mean
+from deepmammo.caffe.formats.datum import array_to_datum
+from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.evaluate.predict import forward_probs, preprocess
 
 

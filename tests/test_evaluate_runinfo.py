@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import yaml
 
-from deepmammo.caffe.datum import array_to_datum
-from deepmammo.caffe.lmdb_io import LMDBWriter, lmdb_key
+from deepmammo.caffe.formats.datum import array_to_datum
+from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.evaluate.runinfo import (expand_snapshots, find_run_dir, run_info,
                                         snapshot_iteration, training_progress)
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from deepmammo.caffe.proto import caffe_pb2 as pb
-from deepmammo.caffe.prototxt import read_solver
+from deepmammo.caffe.formats.prototxt import read_solver
 from deepmammo.experiment import (ExperimentError, iterations, load_config, parse_override,
                                   resolve_solver, set_solver_field)
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import yaml
 
-from deepmammo.caffe.binaryproto import write_mean
-from deepmammo.caffe.datum import array_to_datum
-from deepmammo.caffe.lmdb_io import LMDBWriter, lmdb_key
-from deepmammo.caffe.prototxt import read_net, read_solver
+from deepmammo.caffe.formats.binaryproto import write_mean
+from deepmammo.caffe.formats.datum import array_to_datum
+from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
+from deepmammo.caffe.formats.prototxt import read_net, read_solver
 from deepmammo.experiment import (KNOWN_WEIGHTS, ExperimentError, find_weights, load_config,
                                   prepare_run, train)
 from deepmammo.experiment_cli import register_experiment

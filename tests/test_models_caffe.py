@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from deepmammo.caffe.binaryproto import write_mean
-from deepmammo.caffe.datum import array_to_datum
-from deepmammo.caffe.lmdb_io import LMDBWriter, lmdb_key
-from deepmammo.caffe.prototxt import read_net, to_text
+from deepmammo.caffe.formats.binaryproto import write_mean
+from deepmammo.caffe.formats.datum import array_to_datum
+from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
+from deepmammo.caffe.formats.prototxt import read_net, to_text
 from deepmammo.experiment import dataset_paths, resolve_net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

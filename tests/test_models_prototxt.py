@@ -1,11 +1,11 @@
 """The committed model files say what the paper (section 4) says: multipliers, classifiers,
-dropout, heads, data layers. Parsed with our own reader, deepmammo.caffe.prototxt."""
+dropout, heads, data layers. Parsed with our own reader, deepmammo.caffe.formats.prototxt."""
 import os
 
 import pytest
 
 from deepmammo.caffe.proto import caffe_pb2 as pb
-from deepmammo.caffe.prototxt import read_net, read_solver
+from deepmammo.caffe.formats.prototxt import read_net, read_solver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("levynet", "levynet_code", "alexnet_finetune", "googlenet_shallow", "googlenet_deeper")

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from deepmammo.caffe.binaryproto import read_mean
-from deepmammo.caffe.datum import datum_to_array
-from deepmammo.caffe.lmdb_io import LMDBReader
+from deepmammo.caffe.formats.binaryproto import read_mean
+from deepmammo.caffe.formats.datum import datum_to_array
+from deepmammo.caffe.formats.lmdb_io import LMDBReader
 from deepmammo.cli import main as cli_main
 from deepmammo.prep import build as B
 from deepmammo.prep.crops import build_crops, read_crops

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from deepmammo.caffe.blobproto import array_to_blob
-from deepmammo.caffe.caffemodel import write_caffemodel
+from deepmammo.caffe.formats.blobproto import array_to_blob
+from deepmammo.caffe.formats.caffemodel import write_caffemodel
 from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.evaluate.predict import caffe_module
 from deepmammo.report.figures import filter_grid

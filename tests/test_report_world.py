@@ -9,11 +9,11 @@ import os
 import numpy as np
 import yaml
 
-from deepmammo.caffe.binaryproto import write_mean
-from deepmammo.caffe.blobproto import array_to_blob
-from deepmammo.caffe.caffemodel import write_caffemodel
-from deepmammo.caffe.datum import array_to_datum
-from deepmammo.caffe.lmdb_io import LMDBWriter, lmdb_key
+from deepmammo.caffe.formats.binaryproto import write_mean
+from deepmammo.caffe.formats.blobproto import array_to_blob
+from deepmammo.caffe.formats.caffemodel import write_caffemodel
+from deepmammo.caffe.formats.datum import array_to_datum
+from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.caffe.proto import caffe_pb2 as pb
 
 SIZE, CROP = 14, 12
@@ -182,7 +182,7 @@ def evaluate_world(world, engine="caffe", n_boot=200, threshold="val"):
 
 
 def test_world_is_consistent(tmp_path):
-    from deepmammo.caffe.lmdb_io import LMDBReader
+    from deepmammo.caffe.formats.lmdb_io import LMDBReader
     world = build_world(str(tmp_path))
     assert len(LMDBReader(os.path.join(world["data"], "val_lmdb"))) == 32
     assert len(os.listdir(world["runs"]["levynet"])) == 8

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from deepmammo.caffe.caffemodel import layer_blobs, read_caffemodel
+from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
 from deepmammo.cli import main as cli_main
 
 from solver_scenario import make_data, make_initial_weights, write_solver

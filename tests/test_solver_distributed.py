@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from deepmammo.caffe import distributed
-from deepmammo.caffe.caffemodel import layer_blobs, read_caffemodel
+from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
 from deepmammo.caffe.solvers import get_solver
 
 from solver_scenario import make_data, make_initial_weights, params_of, write_solver

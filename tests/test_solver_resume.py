@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from deepmammo.caffe.caffemodel import layer_blobs, read_caffemodel
+from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
 from deepmammo.caffe.solvers import get_solver
 from deepmammo.cli import main as cli_main
 

@@ -4,22 +4,55 @@
     net = caffe.Net("deploy.prototxt", caffe.TEST, weights="bvlc_googlenet.caffemodel")
     net.blobs["data"].data[...] = images
     probs = net.forward()["prob"]
+
+pycaffe's names are loaded on first use (PEP 562), so that `deepmammo.caffe.formats` (Caffe's
+file formats) and `deepmammo.caffe.proto` (the schema) import without torch.
 """
-from deepmammo.caffe import io, proto  # noqa: E402,F401  (caffe.io, caffe.proto.caffe_pb2)
-from deepmammo.caffe.mode import set_device, set_mode_cpu, set_mode_gpu  # noqa: E402,F401
-from deepmammo.caffe.net import Net  # noqa: E402,F401
-from deepmammo.caffe.proto.caffe_pb2 import TEST, TRAIN  # noqa: E402,F401
-from deepmammo.caffe.rng import set_random_seed  # noqa: E402,F401
+import importlib
+
+from deepmammo.caffe.proto.caffe_pb2 import TEST, TRAIN  # noqa: F401
+
+# pycaffe's top-level names -> the module that defines them.
+_LAZY = {
+    "Net": "deepmammo.caffe.net",
+    "set_mode_cpu": "deepmammo.caffe.mode",
+    "set_mode_gpu": "deepmammo.caffe.mode",
+    "set_device": "deepmammo.caffe.mode",
+    "set_random_seed": "deepmammo.caffe.rng",
+    "get_solver": "deepmammo.caffe.solvers",
+    "SGDSolver": "deepmammo.caffe.solvers",
+    "NesterovSolver": "deepmammo.caffe.solvers",
+    "AdaGradSolver": "deepmammo.caffe.solvers",
+    "RMSPropSolver": "deepmammo.caffe.solvers",
+    "AdaDeltaSolver": "deepmammo.caffe.solvers",
+    "AdamSolver": "deepmammo.caffe.solvers",
+    "set_solver_count": "deepmammo.caffe.distributed",
+    "set_solver_rank": "deepmammo.caffe.distributed",
+    "solver_count": "deepmammo.caffe.distributed",
+    "solver_rank": "deepmammo.caffe.distributed",
+}
+# pycaffe's submodules: caffe.io, caffe.proto.
+_SUBMODULES = ("io", "proto")
+
+__all__ = sorted(_LAZY) + list(_SUBMODULES) + ["TEST", "TRAIN", "layer_type_list"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
 
 
 def layer_type_list():
     """Names of the supported layer types (pycaffe's caffe.layer_type_list)."""
     from deepmammo.caffe.layers import REGISTRY
     return sorted(REGISTRY)
-
-
-# ---- solvers (added by the solver engineer below this line) ----
-from deepmammo.caffe.solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver,  # noqa: F401,E402
-                                     NesterovSolver, RMSPropSolver, SGDSolver, get_solver)
-from deepmammo.caffe.distributed import (set_solver_count, set_solver_rank,  # noqa: F401,E402
-                                         solver_count, solver_rank)

@@ -9,8 +9,8 @@ scikit-image's (pycaffe's) done with scipy: the same values to about 1e-3.
 import numpy as np
 from scipy import ndimage
 
-from deepmammo.caffe import datum as _datum
-from deepmammo.caffe.blobproto import array_to_blob, blob_to_array
+from deepmammo.caffe.formats import datum as _datum
+from deepmammo.caffe.formats.blobproto import array_to_blob, blob_to_array
 from deepmammo.caffe.proto import caffe_pb2
 
 

@@ -47,8 +47,8 @@ import torch
 
 from deepmammo.caffe import layers as _layers
 from deepmammo.caffe.blob import Blob
-from deepmammo.caffe.blobproto import array_to_blob, blob_shape, blob_to_array, shapes_match
-from deepmammo.caffe.caffemodel import read_caffemodel, write_caffemodel
+from deepmammo.caffe.formats.blobproto import array_to_blob, blob_shape, blob_to_array, shapes_match
+from deepmammo.caffe.formats.caffemodel import read_caffemodel, write_caffemodel
 from deepmammo.caffe.mode import apply_precision, current_device, tune_cpu_allocator
 from deepmammo.caffe.netstate import NetError, filter_net, insert_splits
 from deepmammo.caffe.proto import caffe_pb2 as pb
@@ -62,10 +62,10 @@ def _read_model(model, source=None):
     if isinstance(model, pb.NetParameter):
         param = pb.NetParameter()
         param.CopyFrom(model)
-        from deepmammo.caffe.upgrade import upgrade_net
+        from deepmammo.caffe.formats.upgrade import upgrade_net
         source = source or "<NetParameter>"
         return upgrade_net(param, source), source
-    from deepmammo.caffe.prototxt import read_net
+    from deepmammo.caffe.formats.prototxt import read_net
     return read_net(model), os.fspath(model)
 
 

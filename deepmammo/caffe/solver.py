@@ -43,7 +43,7 @@ def read_solver_param(param, source=None):
     appended (UpgradeSnapshotPrefixProperty).
     """
     if isinstance(param, (str, os.PathLike)):
-        from deepmammo.caffe.prototxt import read_solver
+        from deepmammo.caffe.formats.prototxt import read_solver
         source = os.fspath(param)
         param = read_solver(source)
     else:
@@ -77,7 +77,7 @@ def _resolve(path, source):
 
 
 def _read_net_param(path, source):
-    from deepmammo.caffe.prototxt import read_net
+    from deepmammo.caffe.formats.prototxt import read_net
     return read_net(_resolve(path, source))
 
 
@@ -489,7 +489,7 @@ class Solver:
 
     def solver_state(self, learned_net=None):
         """This solver's SolverState (iter, learned_net, history, current_step)."""
-        from deepmammo.caffe.blobproto import array_to_blob
+        from deepmammo.caffe.formats.blobproto import array_to_blob
         state = pb.SolverState(iter=self.iter, current_step=self.current_step)
         if learned_net is not None:
             state.learned_net = learned_net
@@ -499,8 +499,8 @@ class Solver:
 
     def restore(self, path):
         """Continue from a .solverstate (ours or Caffe's): iteration, weights, history."""
-        from deepmammo.caffe.blobproto import blob_to_array
-        from deepmammo.caffe.solverstate import read_solverstate
+        from deepmammo.caffe.formats.blobproto import blob_to_array
+        from deepmammo.caffe.formats.solverstate import read_solverstate
         path = os.fspath(path)
         if path.endswith(".h5"):
             raise SolverError(f"{path}: HDF5 solver states are not supported (BINARYPROTO only)")

@@ -170,7 +170,7 @@ def _write_temp_solver(param, source):
 
     It sits beside the original so that a missing snapshot_prefix derives the same way; the
     prefix is written out explicitly anyway."""
-    from deepmammo.caffe.prototxt import to_text
+    from deepmammo.caffe.formats.prototxt import to_text
     folder = os.path.dirname(os.path.abspath(source))
     fd, path = tempfile.mkstemp(prefix=".deepmammo-solver-", suffix=".prototxt", dir=folder)
     with os.fdopen(fd, "w") as f:
@@ -246,7 +246,7 @@ def cmd_test(args):
                         weights=args.weights)
     else:
         import deepmammo.caffe as caffe
-        from deepmammo.caffe.prototxt import read_net
+        from deepmammo.caffe.formats.prototxt import read_net
         if args.gpu:
             _use_gpu(int(args.gpu))
         net_param = read_net(args.model)

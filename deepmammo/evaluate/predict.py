@@ -72,7 +72,7 @@ def test_transform(train_val_path):
     """The transform_param of a train_val prototxt's TEST-phase Data layer, as a dict with
     crop_size, mean_file, mean_value (list or None) and scale, so evaluation preprocesses
     exactly as the net's own test phase did during training."""
-    from deepmammo.caffe.prototxt import read_net
+    from deepmammo.caffe.formats.prototxt import read_net
     net = read_net(train_val_path)
     for layer in net.layer:
         if layer.type != "Data":
@@ -90,8 +90,8 @@ def test_transform(train_val_path):
 
 def read_records(lmdb_path):
     """(keys, images (N, C, H, W) uint8/float, labels) of every record, in key order."""
-    from deepmammo.caffe.datum import datum_to_array
-    from deepmammo.caffe.lmdb_io import LMDBReader
+    from deepmammo.caffe.formats.datum import datum_to_array
+    from deepmammo.caffe.formats.lmdb_io import LMDBReader
     if not os.path.isdir(lmdb_path):
         raise FileNotFoundError("LMDB folder not found: %s" % lmdb_path)
     keys, images, labels = [], [], []

@@ -112,8 +112,8 @@ def _iters_per_epoch(run_dir, config):
     if path is None:
         return None
     try:
-        from deepmammo.caffe.lmdb_io import count_records
-        from deepmammo.caffe.prototxt import read_net
+        from deepmammo.caffe.formats.lmdb_io import count_records
+        from deepmammo.caffe.formats.prototxt import read_net
         for layer in read_net(path).layer:
             phases = [rule.phase for rule in layer.include if rule.HasField("phase")]
             if layer.type == "Data" and 0 in phases:  # Phase TRAIN = 0

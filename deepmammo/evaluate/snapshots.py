@@ -101,7 +101,7 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
         caffe.set_mode_cpu()
     mean = None
     if mean_path:
-        from deepmammo.caffe.binaryproto import read_mean
+        from deepmammo.caffe.formats.binaryproto import read_mean
         mean = read_mean(mean_path)
     elif mean_value is not None:
         mean = np.asarray(mean_value, dtype=np.float32)

@@ -32,9 +32,9 @@ import numpy as np
 from tqdm import tqdm
 
 from deepmammo.atomic import atomic_path, write_text
-from deepmammo.caffe.binaryproto import write_mean
-from deepmammo.caffe.datum import array_to_datum, datum_to_bytes
-from deepmammo.caffe.lmdb_io import LMDBReader, LMDBWriter, lmdb_key
+from deepmammo.caffe.formats.binaryproto import write_mean
+from deepmammo.caffe.formats.datum import array_to_datum, datum_to_bytes
+from deepmammo.caffe.formats.lmdb_io import LMDBReader, LMDBWriter, lmdb_key
 from deepmammo.prep import augment as aug
 from deepmammo.prep.crops import read_crops
 from deepmammo.prep.greylevel import GreyMapping

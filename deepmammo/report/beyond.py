@@ -189,7 +189,7 @@ def tsne(features, perplexity=30.0, iterations=750, seed=0, pca_dims=50):
 
 def last_pool_blob(model_path):
     """(layer name, top blob) of the deploy net's last Pooling layer."""
-    from deepmammo.caffe.prototxt import read_net
+    from deepmammo.caffe.formats.prototxt import read_net
     pools = [l for l in read_net(model_path).layer if l.type == "Pooling"]
     if not pools:
         raise ValueError("%s has no Pooling layer to take activations from" % model_path)

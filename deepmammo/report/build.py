@@ -46,7 +46,7 @@ def ordered(runs, preferred=()):
 def _mean_of(results):
     mean = results.get("mean")
     if isinstance(mean, str):
-        from deepmammo.caffe.binaryproto import read_mean
+        from deepmammo.caffe.formats.binaryproto import read_mean
         return read_mean(mean)
     return None if mean is None else np.asarray(mean, dtype=np.float32)
 
@@ -212,8 +212,8 @@ def _has_log(run_dir):
 def first_conv_weights(model_path, weights_path):
     """(layer name, weights (N, C, kh, kw)) of the deploy net's first Convolution layer, read
     from the caffemodel directly (no engine needed)."""
-    from deepmammo.caffe.caffemodel import layer_blobs, read_caffemodel
-    from deepmammo.caffe.prototxt import read_net
+    from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
+    from deepmammo.caffe.formats.prototxt import read_net
     convs = [l.name for l in read_net(model_path).layer if l.type == "Convolution"]
     if not convs:
         raise ValueError("%s has no Convolution layer" % model_path)

@@ -10,7 +10,7 @@ import numpy as np
 def class_score_layer(model_path):
     """(score blob, layer producing it) of a deploy prototxt: the bottom of a final Softmax,
     or the net's last top when it ends without one."""
-    from deepmammo.caffe.prototxt import read_net
+    from deepmammo.caffe.formats.prototxt import read_net
     net = read_net(model_path)
     layers = list(net.layer)
     if not layers:
@@ -29,7 +29,7 @@ def class_score_layer(model_path):
 def with_force_backward(model_path, out_dir=None):
     """A copy of the deploy prototxt with force_backward: true, so the input gets a gradient
     (Caffe skips backward into inputs that need none). Returns the copy's path."""
-    from deepmammo.caffe.prototxt import read_net, write_prototxt
+    from deepmammo.caffe.formats.prototxt import read_net, write_prototxt
     net = read_net(model_path)
     net.force_backward = True
     fd, path = tempfile.mkstemp(prefix="saliency_", suffix=".prototxt", dir=out_dir)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from deepmammo.caffe import distributed, rng
-from deepmammo.caffe.binaryproto import read_mean
-from deepmammo.caffe.datum import datum_from_bytes, datum_to_array
+from deepmammo.caffe.formats.binaryproto import read_mean
+from deepmammo.caffe.formats.datum import datum_from_bytes, datum_to_array
 from deepmammo.caffe.layers.base import Layer, register
 from deepmammo.caffe.proto import caffe_pb2 as pb
 
@@ -113,7 +113,7 @@ _READERS_LOCK = threading.Lock()
 
 
 def _open_reader(path):
-    from deepmammo.caffe.lmdb_io import LMDBReader   # lmdb only where a Data layer is used
+    from deepmammo.caffe.formats.lmdb_io import LMDBReader   # lmdb only where a Data layer is used
     key = os.path.realpath(path)
     with _READERS_LOCK:
         entry = _READERS.get(key)

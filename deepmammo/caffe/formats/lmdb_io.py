@@ -9,7 +9,7 @@ import os
 import lmdb
 
 from deepmammo.atomic import atomic_path
-from deepmammo.caffe.datum import datum_from_bytes, datum_to_bytes
+from deepmammo.caffe.formats.datum import datum_from_bytes, datum_to_bytes
 
 _INITIAL_MAP_SIZE = 1 << 26      # 64 MiB; doubled whenever a transaction runs out of room
 _COMMIT_EVERY = 1000

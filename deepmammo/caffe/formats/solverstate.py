@@ -2,8 +2,8 @@
 import os
 
 from deepmammo.atomic import write_bytes
-from deepmammo.caffe.blobproto import blob_to_array
-from deepmammo.caffe.caffemodel import _read_bytes, check_blobs, parse_message
+from deepmammo.caffe.formats.blobproto import blob_to_array
+from deepmammo.caffe.formats.caffemodel import _read_bytes, check_blobs, parse_message
 from deepmammo.caffe.proto import caffe_pb2 as pb
 
 

@@ -4,8 +4,8 @@ import os
 import numpy as np
 
 from deepmammo.atomic import write_bytes
-from deepmammo.caffe.blobproto import BlobError, array_to_blob, blob_to_array
-from deepmammo.caffe.caffemodel import CaffemodelError, _read_bytes, parse_message
+from deepmammo.caffe.formats.blobproto import BlobError, array_to_blob, blob_to_array
+from deepmammo.caffe.formats.caffemodel import CaffemodelError, _read_bytes, parse_message
 from deepmammo.caffe.proto import caffe_pb2 as pb
 
 

@@ -44,7 +44,7 @@ def _read(path):
 
 def parse_net(text, source="<string>"):
     """A NetParameter from prototxt text, upgraded to the current format."""
-    from deepmammo.caffe.upgrade import upgrade_net  # avoids an import cycle with caffemodel
+    from deepmammo.caffe.formats.upgrade import upgrade_net  # avoids an import cycle with caffemodel
 
     net = _parse(text, pb.NetParameter(), source)
     return upgrade_net(net, source)

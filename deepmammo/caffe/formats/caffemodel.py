@@ -12,9 +12,9 @@ import os
 from google.protobuf.message import DecodeError
 
 from deepmammo.atomic import write_bytes
-from deepmammo.caffe.blobproto import BlobError, blob_to_array, check_blob
+from deepmammo.caffe.formats.blobproto import BlobError, blob_to_array, check_blob
 from deepmammo.caffe.proto import caffe_pb2 as pb
-from deepmammo.caffe.upgrade import upgrade_net
+from deepmammo.caffe.formats.upgrade import upgrade_net
 
 
 class CaffemodelError(ValueError):
