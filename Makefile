@@ -1,12 +1,12 @@
 # DeepMammo: every stage and experiment of the paper is a target here (`make help`).
-#   make demo        synthetic DDSM archive -> cases -> LMDBs -> LevyNet + GoogLeNet -> report
-#   make test        install if needed, build real Caffe once, run the tests
-#   make levynet     one experiment (also alexnet-noaug-small, ..., googlenet-deeper)
-#   make paper       every experiment, then tables, figures and the report
+#   make demo        synthetic DDSM archive -> cases -> LMDBs -> LevyNet (3 seeds) + GoogLeNet -> report
+#   make test        install if needed, build real Caffe once, lint, run the tests
+#   make levynet     one experiment: any configs/<name>.yaml is a target `make <name>`
+#   make paper       every experiment with paper rows, then tables, figures and the report
 # Variables: ENGINE=torch|caffe DEVICE=cpu|cuda CASES=path/cases.csv DATASETS=data/datasets
-#            WEIGHTS_DIR=weights FROM_SCRATCH=1 SPLIT_MODE=paper|code AUG=paper|code|none
-#            SEED=0 (the data seed: synthesis, split, augmentation; the training seed is the
-#            config's `seed`, override with OVERRIDES="seed=2")
+#            WEIGHTS_DIR=weights FROM_SCRATCH=1 SPLIT_MODE=paper|code AUG=code|paper|none
+#            SEED=0 (the data seed: synthesis, split, augmentation)
+#            SEEDS=1,2,3 (one run per training seed) OVERRIDES="epochs=2 seed=3" (config keys)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTHON ?= python3
@@ -35,17 +35,18 @@ CASES ?= data/cases/synth-$(SYNTH_KIND)-$(SYNTH_PATIENTS)-s$(SEED)/cases.csv
 DATASETS ?= data/datasets/$(notdir $(patsubst %/,%,$(dir $(CASES))))/seed$(SEED)
 CROPS := $(DATASETS)/crops
 SPLIT_MODE ?= paper# code: the authors' file-level first-N split (patients may leak)
-AUG ?= paper# code: the authors' augmentation (original + 4 rotations, grey 132, centre 0.6)
+AUG ?=# empty: each config's own; code: the authors' (original + 4 rotations, grey 132, centre 0.6)
 GREY ?= full-range# 16 -> 8 bit mapping: full-range, window[:LO-HI] or od (DDSM optical density)
 
 .SECONDARY:
-.PHONY: help install caffe browser test bench demo paper table1 table2 table3 figures report \
-        data-small-noaug data-large-noaug data-large-aug clean-venv \
-        levynet levynet-code alexnet-noaug-small alexnet-noaug-large alexnet-aug-large \
-        googlenet-shallow googlenet-deeper
+.PHONY: help install caffe browser lint test bench demo paper table1 table2 table3 figures report \
+        data-small-noaug data-large-noaug data-large-aug clean-venv evaluate
 
 help:
 	@grep -E '^[a-z0-9 -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 24
+	@echo "Experiments (configs/<name>.yaml; make <name> [SEEDS=1,2,3] [OVERRIDES=\"key=value ...\"]):"
+	@for e in $(EXPERIMENTS); do \
+	  printf '  %-22s %s\n' "$$e" "$$(sed -n 's/^description:[[:space:]]*//p' configs/$$e.yaml)"; done
 
 # ---------------------------------------------------------------- set-up
 
@@ -65,7 +66,10 @@ browser: ## headless Chromium for the report's browser test (Debian's package)
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-test: $(STAMP) caffe browser ## run the test suite (real Caffe and Chromium are set up first)
+lint: $(STAMP) ## ruff: pyflakes, bugbear and import order (ruff.toml)
+	$(PY) -m ruff check deepmammo tests scripts setup.py
+
+test: $(STAMP) caffe browser lint ## run the test suite (real Caffe and Chromium are set up first)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP) caffe ## benchmarks: data, sources, engine and training figures (both engines)
@@ -86,50 +90,50 @@ $(SYNTH_DIR)/.done: | $(STAMP)
 data/cases/synth-$(SYNTH_KIND)-$(SYNTH_PATIENTS)-s$(SEED)/cases.csv: $(SYNTH_DIR)/.done
 	$(DM) ingest $(SYNTH_KIND) $(SYNTH_DIR) --out $@
 
-$(CROPS)/%/crops.csv: $(CASES)
-	$(DM) crops $(CASES) --padding $(if $(filter small,$*),fixed:50,proportional:2) --out $(CROPS)/$*
+# A dataset variant is named for its crops' padding and its augmentation, e.g.
+# proportional2-paper: crops padded proportional:2, training set augmented as the paper says.
+# $(call pad_spec,proportional2) -> proportional:2
+pad_spec = $(shell echo '$(1)' | sed -E 's/^([a-z]+)([0-9])/\1:\2/')
+variant_augment = $(lastword $(subst -, ,$(1)))
+variant_padding = $(patsubst %-$(call variant_augment,$(1)),%,$(1))
+
+$(CROPS)/%/crops.csv: $(CASES) | $(STAMP)
+	$(DM) crops $(CASES) --padding $(call pad_spec,$*) --out $(CROPS)/$*
 
 # Splits live beside, not inside, the crops folders (a crops rebuild replaces its folder).
-# The same seed gives both contexts the same patients in each split.
+# The same seed gives every padding the same patients in each split.
 $(DATASETS)/splits-%.csv: $(CROPS)/%/crops.csv
 	$(DM) split $(CROPS)/$* --seed $(SEED) --mode $(SPLIT_MODE) --out $@
 
-# $(call dataset,variant,context,augment)
-define dataset
-$(DATASETS)/$(1)/build.json: $(DATASETS)/splits-$(2).csv
-	$(DM) lmdb $(CROPS)/$(2) --splits $$< --augment $(3) --seed $(SEED) --grey $(GREY) --out $(DATASETS)/$(1)
-endef
-$(eval $(call dataset,small-noaug,small,none))
-$(eval $(call dataset,large-noaug,large,none))
-$(eval $(call dataset,large-aug,large,$(AUG)))
+.SECONDEXPANSION:
+$(DATASETS)/%/build.json: $$(DATASETS)/splits-$$(call variant_padding,$$*).csv
+	$(DM) lmdb $(CROPS)/$(call variant_padding,$*) --splits $< \
+	  --augment $(call variant_augment,$*) --seed $(SEED) --grey $(GREY) --out $(DATASETS)/$*
 
-data-small-noaug: $(DATASETS)/small-noaug/build.json ## fixed 50 px padding, no augmentation
-data-large-noaug: $(DATASETS)/large-noaug/build.json ## proportional (2x) padding, no augmentation
-data-large-aug: $(DATASETS)/large-aug/build.json ## proportional padding, the paper's 5x5 augmentation
+data-small-noaug: $(DATASETS)/fixed50-none/build.json ## fixed 50 px padding, no augmentation
+data-large-noaug: $(DATASETS)/proportional2-none/build.json ## proportional (2x) padding, no augmentation
+data-large-aug: $(DATASETS)/proportional2-$(or $(AUG),paper)/build.json ## proportional padding, the paper's 5x5 augmentation
 
 # ---------------------------------------------------------------- experiments
 
-# $(call experiment,name,dataset variant): train into runs/<name>/<timestamp>/, then evaluate
-# every snapshot on validation and (with the validation-chosen threshold) on test.
-define experiment
-$(1): $(DATASETS)/$(2)/build.json
-	$(DM) experiment configs/$(1).yaml dataset=$(DATASETS)/$(2) \
-	  --engine $(ENGINE) --device $(DEVICE) $(OVERRIDES)
-	$(MAKE) --no-print-directory evaluate RUN=runs/$(1)/latest DATA=$(DATASETS)/$(2)
-endef
-$(eval $(call experiment,levynet,large-aug))
-$(eval $(call experiment,levynet-code,large-aug))
-$(eval $(call experiment,alexnet-noaug-small,small-noaug))
-$(eval $(call experiment,alexnet-noaug-large,large-noaug))
-$(eval $(call experiment,alexnet-aug-large,large-aug))
-$(eval $(call experiment,googlenet-shallow,large-aug))
-$(eval $(call experiment,googlenet-deeper,large-aug))
-levynet: ## LevyNet from scratch (Tables 2, 3)
-alexnet-noaug-small: ## AlexNet, fixed padding, no augmentation (Table 1)
-alexnet-noaug-large: ## AlexNet, proportional padding, no augmentation (Table 1, Figure 3)
-alexnet-aug-large: ## AlexNet, proportional padding, augmented (Tables 2, 3, Figures 2, 3)
-googlenet-shallow: ## GoogLeNet, Shallow training (Tables 2, 3, Figure 4)
-googlenet-deeper: ## GoogLeNet, Deeper training (Tables 2, 3, Figures 2, 4)
+# Every configs/<name>.yaml but defaults.yaml and weights.yaml is an experiment, and a target:
+# it builds the dataset variant the config names (padding:, augment:) if missing, trains into
+# runs/<name>/<timestamp>/ and evaluates every snapshot on validation and test.
+EXPERIMENTS := $(sort $(filter-out defaults weights,$(basename $(notdir $(wildcard configs/*.yaml)))))
+PAPER_EXPERIMENTS := $(sort $(filter-out defaults,$(basename $(notdir \
+                       $(shell grep -l '^paper:' configs/*.yaml)))))
+# $(call cfg,NAME,KEY): the one-line value of KEY in configs/NAME.yaml, else in defaults.yaml
+cfg_value = $(shell sed -n 's/^$(2):[[:space:]]*\([^#[:space:]]*\).*/\1/p' $(1) | head -n 1 | tr -d "\"'")
+cfg = $(or $(call cfg_value,configs/$(1).yaml,$(2)),$(call cfg_value,configs/defaults.yaml,$(2)))
+# AUG= replaces the augmentation of the experiments that augment (AUG=code: the authors')
+augment_of = $(if $(and $(AUG),$(filter-out none,$(call cfg,$(1),augment))),$(AUG),$(call cfg,$(1),augment))
+variant_of = $(subst :,,$(call cfg,$(1),padding))-$(call augment_of,$(1))
+
+.PHONY: $(EXPERIMENTS)
+$(EXPERIMENTS): %: $$(DATASETS)/$$(call variant_of,$$*)/build.json | $(STAMP)
+	$(DM) experiment --engine $(ENGINE) --device $(DEVICE) --evaluate configs/$@.yaml \
+	  dataset=$(DATASETS)/$(call variant_of,$@) augment=$(call augment_of,$@) \
+	  data_seed=$(SEED) $(if $(SEEDS),seeds=$(SEEDS)) $(OVERRIDES)
 
 evaluate: ## evaluate every snapshot of RUN (a run folder) on DATA's val and test LMDBs
 	$(DM) eval --model $(RUN)/deploy.prototxt --snapshots '$(RUN)/*_iter_*.caffemodel' \
@@ -152,15 +156,13 @@ figures: $(STAMP) ## Figures 1-6 and ROC curves (PNG + PDF in reports/figures)
 report: $(STAMP) ## reports/$(REPORT)/index.html: tables, figures, provenance, beyond the paper
 	$(DM) report --runs runs --name $(REPORT) --ensembles --fusion --tsne
 
-paper: levynet alexnet-noaug-small alexnet-noaug-large alexnet-aug-large googlenet-shallow googlenet-deeper ## every experiment, then the tables, figures and report
+paper: $(PAPER_EXPERIMENTS) ## every experiment with paper rows, then the tables, figures and report
 	$(MAKE) --no-print-directory table1 table2 table3 figures report
 
 # ---------------------------------------------------------------- the demo
 
+DEMO_SEEDS ?= 1,2,3
 demo: $(STAMP) ## the whole path on a small synthetic archive, in minutes on a CPU
-	$(MAKE) --no-print-directory data-large-aug
-	$(DM) experiment configs/demo-levynet.yaml dataset=$(DATASETS)/large-aug --engine $(ENGINE) --device $(DEVICE)
-	$(MAKE) --no-print-directory evaluate RUN=runs/demo-levynet/latest DATA=$(DATASETS)/large-aug
-	$(DM) experiment configs/demo-googlenet.yaml dataset=$(DATASETS)/large-aug --engine $(ENGINE) --device $(DEVICE)
-	$(MAKE) --no-print-directory evaluate RUN=runs/demo-googlenet/latest DATA=$(DATASETS)/large-aug
+	$(MAKE) --no-print-directory demo-levynet SEEDS=$(DEMO_SEEDS)
+	$(MAKE) --no-print-directory demo-googlenet
 	$(DM) report --runs runs --name demo --alias demo-levynet=levynet --alias demo-googlenet=googlenet-deeper

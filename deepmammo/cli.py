@@ -30,11 +30,19 @@ def build_parser():
     return parser
 
 
+def setup_logging(verbose=False):
+    """Log lines on stderr in glog's format, as Caffe's tools write them."""
+    from deepmammo.caffe.train_log import GlogFormatter
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(GlogFormatter())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler],
+                        force=True)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

@@ -1,29 +1,45 @@
-"""`deepmammo experiment CONFIG [key=value ...]`: one row of the paper's tables, as a run."""
-from deepmammo.experiment import load_config, prepare_run, train
+"""`deepmammo experiment CONFIG [key=value ...]` and `deepmammo experiments`: the command
+line of deepmammo/experiment/ (argparse lives here, the work there)."""
+from deepmammo.evaluate.metrics import METRIC_NAMES
 
 
 def register_experiment(subparsers):
-    """Add the `experiment` subcommand to the `deepmammo` parser."""
+    """Add the `experiment` and `experiments` subcommands to the `deepmammo` parser."""
     p = subparsers.add_parser(
-        "experiment", help="train one experiment of the paper from its config",
+        "experiment", help="train (and evaluate) one experiment from its config",
         description="Merge configs/defaults.yaml, CONFIG and key=value overrides; resolve epochs "
                     "into iterations for the dataset's LMDB; write the resolved solver, "
                     "train_val, config and provenance into runs/<experiment>/<timestamp>/; "
-                    "then train there (unless --dry-run). A key that is a solver field "
-                    "(base_lr=1e-4, max_iter=100) overrides the solver file.")
+                    "then train there (unless --dry-run) and with --evaluate score every "
+                    "snapshot on validation and test. A key that is a solver field "
+                    "(base_lr=1e-4, max_iter=100) overrides the solver file; seeds=1,2,3 makes "
+                    "one run per training seed.")
     p.add_argument("config", help="experiment config, e.g. configs/googlenet-deeper.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, e.g. epochs=2 dataset=data/datasets/large-aug")
+                   help="config overrides, e.g. epochs=2 dataset=data/datasets/x/seed0/...")
     p.add_argument("--engine", choices=("torch", "caffe"),
                    help="torch: deepmammo's engine (default); caffe: real BVLC Caffe")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where to train (default cpu)")
     p.add_argument("--dry-run", action="store_true",
-                   help="write the resolved run folder and stop before training")
-    p.set_defaults(func=run_experiment)
+                   help="write the resolved run folder (named ...-dry-run) and stop before "
+                        "training; runs/<experiment>/latest is left alone")
+    p.add_argument("--evaluate", action="store_true",
+                   help="after training, evaluate every snapshot on val and test "
+                        "(eval/val.json, eval/test.json in the run folder)")
+    p.add_argument("--select-by", nargs="+", choices=METRIC_NAMES,
+                   help="validation metrics that choose the snapshot (default: accuracy, "
+                        "recall)")
+    p.set_defaults(func=cmd_experiment)
+
+    q = subparsers.add_parser(
+        "experiments", help="list the experiments (configs/*.yaml) and their dataset variants")
+    q.add_argument("--configs", help="configs folder (default ./configs, else the repo's)")
+    q.set_defaults(func=cmd_experiments)
     return p
 
 
-def run_experiment(args):
+def cmd_experiment(args):
+    from deepmammo.experiment import load_config, run_experiment
     overrides = list(args.overrides)
     if args.engine:
         overrides.append(("engine", args.engine))
@@ -31,16 +47,33 @@ def run_experiment(args):
         overrides.append(("device", args.device))
     # ExperimentError is a ValueError: the command prints it without a traceback.
     config = load_config(args.config, overrides)
-    run = prepare_run(config)
+    runs = run_experiment(config, dry_run=args.dry_run, evaluate_runs=args.evaluate,
+                          select_by=args.select_by, on_run=_print_run)
+    if not args.dry_run:
+        for run in runs:
+            found = run.snapshots()
+            print(f"snapshots in {run.folder}: {', '.join(found) if found else 'none'}")
+    return 0
+
+
+def _print_run(run):
     how = run.resolution
-    print(f"run folder: {run.folder}")
+    print(f"run folder: {run.folder}" + (f" (seed {run.config['seed']}, group "
+                                          f"{run.config['repeat_group']})"
+                                          if run.config.get("repeat_group") else ""))
     print(f"  {how['train_records']} training records at batch {how['train_batch']}: "
           f"{how['iterations_per_epoch']:.2f} iterations per epoch")
     print(f"  solver: {run.solver_path}")
     if run.from_scratch:
         print("  FROM_SCRATCH: no ImageNet weights; every output of this run is marked so")
-    if args.dry_run:
-        return 0
-    found = train(run)
-    print(f"snapshots in {run.folder}: {', '.join(found) if found else 'none'}")
+
+
+def cmd_experiments(args):
+    from deepmammo.experiment import experiment_configs, load_config, variant_name
+    from deepmammo.experiment.config import configs_dir
+    folder = configs_dir(args.configs)
+    for name in experiment_configs(folder):
+        import os
+        config = load_config(os.path.join(folder, name + ".yaml"), environ={})
+        print(f"{name:24s} {variant_name(config):22s} {config.get('description') or ''}")
     return 0

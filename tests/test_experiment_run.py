@@ -12,8 +12,8 @@ from deepmammo.caffe.formats.binaryproto import write_mean
 from deepmammo.caffe.formats.datum import array_to_datum
 from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.caffe.formats.prototxt import read_net, read_solver
-from deepmammo.experiment import (KNOWN_WEIGHTS, ExperimentError, find_weights, load_config,
-                                  prepare_run, train)
+from deepmammo.experiment import (ExperimentError, find_weights, load_config, prepare_run,
+                                  registry, train)
 from deepmammo.experiment_cli import register_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +89,7 @@ def test_run_folder_holds_resolved_files(dataset, tmp_path):
 
 def test_missing_dataset_says_how_to_build_it(tmp_path):
     c = experiment("levynet", str(tmp_path / "large-aug"), tmp_path / "runs")
-    with pytest.raises(ExperimentError, match="make data-large-aug"):
+    with pytest.raises(ExperimentError, match="make levynet. builds the proportional2-paper variant"):
         prepare_run(c)
     assert not os.path.exists(tmp_path / "runs")
 
@@ -101,7 +101,7 @@ def test_missing_imagenet_weights_say_what_to_put_where(dataset, tmp_path):
         prepare_run(c)
     message = str(err.value)
     assert "bvlc_googlenet.caffemodel" in message and str(tmp_path / "w") in message
-    assert KNOWN_WEIGHTS["bvlc_googlenet.caffemodel"]["sha1"] in message
+    assert registry()["bvlc_googlenet.caffemodel"]["sha1"] in message
     assert "FROM_SCRATCH=1" in message and "WEIGHTS_DIR" in message
 
 

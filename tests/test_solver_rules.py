@@ -22,7 +22,7 @@ N, D = 8, 3
 
 class LeastSquaresNet:
     """Just enough of the Net contract: learnable_params, forward_backward (accumulating),
-    clear_param_diffs, outputs, blobs, forward, output_loss_weights, name."""
+    clear_param_diffs, outputs, blobs, forward, blob_loss_weights, name."""
 
     def __init__(self, seed=0, lr_mults=(1.0, 2.0), decay_mults=(1.0, 0.0)):
         rng = np.random.RandomState(seed)
@@ -37,7 +37,7 @@ class LeastSquaresNet:
         self.learnable_params = [self.w, self.b]
         self.name = "LeastSquares"
         self.outputs = ["loss"]
-        self.output_loss_weights = {"loss": 1.0}
+        self.blob_loss_weights = {"loss": 1.0}
         self.blobs = {"loss": Blob((), name="loss")}
         self.cursor = 0
 

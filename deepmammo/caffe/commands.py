@@ -1,5 +1,6 @@
 """Subcommands of this stage for the `deepmammo` command (see deepmammo/cli.py).
 
+    deepmammo parse-log LOG [OUT_DIR]
     deepmammo time --model M [--engine torch|caffe] [--gpu N] [--iterations K]
                    [--threads T] [--tf32] [--json OUT]
 
@@ -32,6 +33,27 @@ def register(subparsers):
                    help="allow TF32 on CUDA (fast mode; not fp32-faithful)")
     p.add_argument("--json", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_time)
+
+    q = subparsers.add_parser(
+        "parse-log", help="training log -> CSV tables (Caffe's tools/extra/parse_log.py)",
+        description="Read a training log of either engine (glog lines, `I1130 ...` or "
+                    "`I20261130 ...`) and write OUT_DIR/<log name>.train and .test: NumIters, "
+                    "Seconds, LearningRate and every net output, as Caffe's parse_log.py does.")
+    q.add_argument("logfile", help="training log (train.log, or stderr saved with 2>&1 | tee)")
+    q.add_argument("output_dir", nargs="?", default=None,
+                   help="where the CSVs go (default: beside the log)")
+    q.set_defaults(func=cmd_parse_log)
+
+
+def cmd_parse_log(args):
+    from deepmammo.caffe.parse_log import parse_log, save_csv_files
+    if not os.path.isfile(args.logfile):
+        raise FileNotFoundError(f"{args.logfile}: no such log file")
+    train, test = parse_log(args.logfile)
+    out_dir = args.output_dir or os.path.dirname(os.path.abspath(args.logfile))
+    for path, rows in zip(save_csv_files(args.logfile, out_dir, train, test), (train, test)):
+        print(f"{path}: {len(rows)} rows")
+    return 0
 
 
 def cmd_time(args):

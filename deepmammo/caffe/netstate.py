@@ -103,3 +103,11 @@ def insert_splits(net, source="<net>"):
                 new.ClearField("loss_weight")
                 next_split[(i, j)] = next_split.get((i, j), 0) + 1
     return out
+
+
+def data_layers(net, phase):
+    """The Data layers of NetParameter `net` in `phase` (pb.TRAIN or pb.TEST) at level 0 with
+    no stages, by Caffe's rule: a layer without include/exclude rules is in both phases."""
+    state = pb.NetState(phase=phase)
+    return [layer for layer in net.layer
+            if layer.type == "Data" and layer_included(layer, state)]

@@ -570,7 +570,7 @@ def _output_columns(prefix, net):
 
 def _loss_weights(net):
     """{output name: loss weight} (pycaffe's blob_loss_weights, restricted to the outputs)."""
-    weights = getattr(net, "output_loss_weights", None) or getattr(net, "blob_loss_weights", {})
+    weights = net.blob_loss_weights
     return {name: float(weights.get(name, 0.0)) for name in net.outputs}
 
 

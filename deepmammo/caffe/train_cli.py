@@ -8,6 +8,7 @@
 written in Caffe's format to `--log` (default: train.log beside the snapshots) with
 train_log.csv beside it.
 """
+import argparse
 import contextlib
 import json
 import logging
@@ -17,6 +18,8 @@ import tempfile
 
 import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
+
+from deepmammo.caffe.train_log import csv_path_for
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,22 @@ def register_train(subparsers):
 
 
 # ---------------------------------------------------------------------------------- train
+
+# `deepmammo train`'s options and their defaults, for callers that are not the command line.
+TRAIN_OPTIONS = {"weights": None, "snapshot": None, "engine": "torch", "gpu": None, "log": None,
+                 "level": 0, "stage": (), "sigint_effect": "stop", "sighup_effect": "snapshot"}
+
+
+def train(solver, **options):
+    """`deepmammo train --solver SOLVER ...` as a library call: keyword arguments are the
+    command's options (TRAIN_OPTIONS). Raises what the command would print."""
+    unknown = sorted(set(options) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise TypeError(f"train(): unknown options {', '.join(unknown)}")
+    values = dict(TRAIN_OPTIONS, **options)
+    values["stage"] = list(values["stage"])
+    return cmd_train(argparse.Namespace(solver=solver, **values))
+
 
 def _gpu_list(spec):
     if not spec:
@@ -179,21 +198,19 @@ def _write_temp_solver(param, source):
 
 
 def _train_real_caffe(args):
-    from deepmammo.caffe.real import import_caffe
+    """Real Caffe's own `caffe train` in a child process (deepmammo.caffe.real_train)."""
+    from deepmammo.caffe.real_train import run_caffe_train
     gpus = _gpu_list(args.gpu)
     if gpus:
         raise ValueError("--engine caffe: the real Caffe build here is CPU-only; drop --gpu")
-    os.environ.setdefault("GLOG_minloglevel", "0")
-    os.environ.setdefault("GLOG_logtostderr", "1")
-    caffe = import_caffe()
     param = _prepared_param(args)
     param.solver_mode = param.CPU
+    log_path = args.log or _default_log(param)
     path = _write_temp_solver(param, args.solver)
     try:
-        solver = caffe.get_solver(path)
-        if args.snapshot:
-            solver.restore(args.snapshot)
-        solver.solve()
+        logger.info("training with real Caffe: log %s (CSV: %s)", log_path,
+                    csv_path_for(log_path))
+        run_caffe_train(path, log_path, max_iter=param.max_iter, snapshot=args.snapshot)
     finally:
         os.remove(path)
     return 0
@@ -218,7 +235,8 @@ def score(net, iterations, log=None):
 
     `net` is ours or pycaffe's; returns (mean outputs {name: value}, mean loss)."""
     totals, loss = {}, 0.0
-    weights = dict(getattr(net, "output_loss_weights", {}) or {})
+    # pycaffe's blob_loss_weights: the loss weight of every blob (0 for a non-loss blob)
+    weights = dict(net.blob_loss_weights)
     for i in range(iterations):
         out = net.forward()
         for name in sorted(out):

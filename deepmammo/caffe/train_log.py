@@ -38,6 +38,25 @@ def glog_line(message, source="solver.py:0", when=None, severity="I"):
             f"{source}] {message}")
 
 
+class GlogFormatter(logging.Formatter):
+    """Python log records as glog lines, so that everything `deepmammo train` writes to stderr
+    reads like `caffe train`'s output (`2>&1 | tee train.log` gives a log Caffe's
+    parse_log.py reads). A record may carry `glog_source` ("solver.py:250") for its file:line."""
+
+    SEVERITY = {logging.DEBUG: "I", logging.INFO: "I", logging.WARNING: "W",
+                logging.ERROR: "E", logging.CRITICAL: "F"}
+
+    def format(self, record):
+        when = datetime.datetime.fromtimestamp(record.created)
+        source = getattr(record, "glog_source", None) or f"{record.filename}:{record.lineno}"
+        severity = self.SEVERITY.get(record.levelno, "I")
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return "\n".join(glog_line(part, source, when, severity)
+                         for part in text.split("\n"))
+
+
 def csv_path_for(log_path):
     """`train.log` -> `train_log.csv` (the CSV lives beside the log)."""
     root, _ = os.path.splitext(log_path)
@@ -72,7 +91,7 @@ class TrainLog:
             self._file.write(glog_line(message, source) + "\n")
             self._file.flush()
         if self.echo:
-            logger.info(message)
+            logger.info(message, extra={"glog_source": source})
 
     # ---------------------------------------------------------------------- the CSV
     def set_columns(self, columns):

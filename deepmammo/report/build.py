@@ -23,8 +23,6 @@ from deepmammo.report.collect import collect_runs
 
 log = logging.getLogger(__name__)
 
-PAPER_ORDER = ("levynet", "alexnet-noaug-small", "alexnet-noaug-large", "alexnet-aug-large",
-               "googlenet-shallow", "googlenet-deeper")
 BEYOND_CHOICES = ("ensembles", "fusion", "tsne")
 
 
@@ -38,7 +36,7 @@ class Figure:
 def ordered(runs, preferred=()):
     """Runs in the paper's order (then by name), the `preferred` experiments first."""
     names = [e for e in preferred if e in runs]
-    names += [e for e in PAPER_ORDER if e in runs and e not in names]
+    names += [e for e in paper.experiment_order() if e in runs and e not in names]
     names += sorted(e for e in runs if e not in names)
     return [runs[e] for e in names]
 

@@ -1,0 +1,111 @@
+"""Training a prepared run through either engine, evaluating it, and repeating it over seeds.
+
+    config = load_config("configs/levynet.yaml", ["dataset=data/datasets/x", "seeds=1,2,3"])
+    runs = run_experiment(config, evaluate=True)   # one run folder per seed, evaluated
+
+Training is `deepmammo train` as a library call (deepmammo.caffe.train_cli.train): our engine
+in this process, real Caffe's `caffe train` in a child process whose output is read as it
+comes. Evaluation is `deepmammo eval` of every snapshot on validation, then on test with the
+snapshot and threshold chosen on validation.
+"""
+import datetime
+import logging
+import os
+
+from deepmammo.experiment.config import ExperimentError
+from deepmammo.experiment.rundir import prepare_run, timestamp, update_provenance
+
+log = logging.getLogger(__name__)
+
+
+def _train_options(run):
+    config = run.config
+    options = {"engine": config["engine"], "log": run.log_path}
+    if run.weights:
+        options["weights"] = run.weights
+    if config["device"] == "cuda":
+        if config["engine"] == "caffe":
+            raise ExperimentError("the real Caffe built by `make caffe` is CPU-only; use "
+                                  "engine=torch for device=cuda")
+        options["gpu"] = str(config.get("gpu") or "0")
+    return options
+
+
+def train(run):
+    """Train the prepared run on its resolved solver; record the snapshots it left in
+    provenance.json and return their names."""
+    from deepmammo.caffe.train_cli import train as train_solver
+    config = run.config
+    log.info("experiment %s (seed %s): training %s with engine %s on %s%s",
+             config["experiment"], config.get("seed"), run.solver_path, config["engine"],
+             config["device"], " (FROM_SCRATCH)" if run.from_scratch else "")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    train_solver(run.solver_path, **_train_options(run))
+    seconds = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+    found = run.snapshots()
+    update_provenance(run, "training", {
+        "started": started.isoformat(timespec="seconds"), "seconds": round(seconds, 1),
+        "engine": config["engine"], "device": config["device"], "snapshots": found})
+    return found
+
+
+def evaluation_paths(run):
+    return (os.path.join(run.folder, "eval", "val.json"),
+            os.path.join(run.folder, "eval", "test.json"))
+
+
+def evaluate(run, select_by=None):
+    """Every snapshot on the validation LMDB, then on test with the validation choice:
+    eval/val.json and eval/test.json in the run folder. Returns (val, test) results."""
+    from deepmammo.evaluate.snapshots import evaluate as evaluate_snapshots
+    if not run.deploy_path:
+        raise ExperimentError(f"{run.config['config_file']}: no deploy prototxt to evaluate "
+                              "with (set deploy:)")
+    snapshots = [os.path.join(run.folder, name) for name in run.snapshots()]
+    if not snapshots:
+        raise ExperimentError(f"{run.folder}: training left no snapshots to evaluate")
+    val_out, test_out = evaluation_paths(run)
+    config = run.config
+    common = {"engine": config["engine"], "train_val": run.train_val_path,
+              "gpu": 0 if config["device"] == "cuda" else None}
+    kwargs = {"criteria": tuple(select_by)} if select_by else {}
+    val = evaluate_snapshots(run.deploy_path, snapshots,
+                             os.path.join(run.dataset, "val_lmdb"), val_out, **common, **kwargs)
+    test = evaluate_snapshots(run.deploy_path, snapshots,
+                              os.path.join(run.dataset, "test_lmdb"), test_out,
+                              val_results=val_out, threshold="val", **common)
+    return val, test
+
+
+def seed_configs(config):
+    """One config per training seed: the config itself when it has no `seeds`, else copies
+    with `seed` set and a shared `repeat_group` (runs/<experiment>/<timestamp>-seed<N>)."""
+    seeds = config.get("seeds")
+    if not seeds:
+        return [config]
+    group = config.get("repeat_group") or f"{config['experiment']}/{timestamp()}"
+    return [dict(config, seed=seed, repeat_group=group) for seed in seeds]
+
+
+def run_experiment(config, dry_run=False, evaluate_runs=False, select_by=None, on_run=None):
+    """Prepare (and unless dry_run train, and if asked evaluate) one run per seed.
+
+    on_run(run) is called once each run folder is prepared (the CLI prints it)."""
+    runs = []
+    for one in seed_configs(config):
+        run = prepare_run(one, dry_run=dry_run, stamp=_group_stamp(one))
+        if on_run:
+            on_run(run)
+        runs.append(run)
+        if dry_run:
+            continue
+        train(run)
+        if evaluate_runs:
+            evaluate(run, select_by)
+    return runs
+
+
+def _group_stamp(config):
+    """A repeat group's runs share its timestamp in their folder names."""
+    group = config.get("repeat_group")
+    return group.rsplit("/", 1)[-1] if group else None
