@@ -41,7 +41,14 @@ def setup_logging(verbose=False):
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also come after the options (`experiment CONFIG --dry-run
+    # epochs=2`, the Makefile's OVERRIDES): argparse would refuse positionals there.
+    if extra and hasattr(args, "overrides") and all(
+            "=" in item and not item.startswith("-") for item in extra):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error("unrecognized arguments: " + " ".join(extra))
     setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -53,7 +53,17 @@ def cmd_experiment(args):
         for run in runs:
             found = run.snapshots()
             print(f"snapshots in {run.folder}: {', '.join(found) if found else 'none'}")
+            if args.evaluate:
+                _print_evaluation(run)
     return 0
+
+
+def _print_evaluation(run):
+    from deepmammo.evaluate.commands import summary_table
+    from deepmammo.evaluate.snapshots import load_results
+    from deepmammo.experiment.training import evaluation_paths
+    for path in evaluation_paths(run):
+        print(summary_table(load_results(path)))
 
 
 def _print_run(run):

@@ -7,13 +7,13 @@ import pytest
 
 from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.caffe.formats.prototxt import read_solver
-from deepmammo.experiment import (ExperimentError, iterations, load_config, parse_override,
-                                  resolve_solver, set_solver_field)
+from deepmammo.experiment import (ExperimentError, experiment_names, iterations, load_config,
+                                  parse_override, resolve_solver, set_solver_field)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
-EXPERIMENTS = ("levynet", "levynet-code", "alexnet-noaug-small", "alexnet-noaug-large",
-               "alexnet-aug-large", "googlenet-shallow", "googlenet-deeper")
+# Every experiment the configs folder defines (the list make help and the report use).
+EXPERIMENTS = experiment_names(CONFIGS)
 
 
 def config(name, *overrides, environ=None):
@@ -30,8 +30,48 @@ def test_every_experiment_config_loads_and_names_existing_files(name):
     assert c["experiment"] == name
     for key in ("train_val", "deploy", "solver"):
         assert os.path.isfile(os.path.join(ROOT, c[key])), (key, c[key])
-    assert c["epochs"] > 0 and c["snapshots"] == 4
-    assert c["engine"] == "torch" and c["device"] == "cpu"
+    assert (c["epochs"] or c["solver_params"].get("max_iter")) and c["snapshots"] == 4
+    assert c["engine"] == "torch" and c["device"] == "cpu" and c["description"]
+
+
+def test_the_paper_rows_come_from_the_configs():
+    from deepmammo.report import paper
+    tables = paper.tables()
+    assert [r["experiment"] for r in tables["table2"]["rows"]] == [
+        "levynet", "alexnet-aug-large", "googlenet-shallow", "googlenet-deeper"]
+    assert tables["table1"]["rows"][1]["paper"] == {"accuracy": 0.71}
+    assert paper.FIGURE4["paper_best_fraction"] == {"googlenet-deeper": 0.75}
+
+
+def test_every_weights_file_is_named_once_in_the_registry():
+    from deepmammo.experiment import registry
+    known = registry(CONFIGS)
+    for name in EXPERIMENTS:
+        weights = config(name)["weights"]
+        assert weights is None or weights in known, name
+    # the sha1s are written in the registry alone
+    for path in glob.glob(os.path.join(CONFIGS, "*.yaml")):
+        if not path.endswith("weights.yaml"):
+            assert "405fc5acd08a3bb12de8ee5e23a96bec22f08204" not in open(path).read(), path
+
+
+@pytest.mark.parametrize("override,message", [
+    ("dataset=true", "dataset must be a string, got True"),
+    ("epochs=[1]", "epochs must be a number"),
+    ("padding=fixed50", "padding must be fixed:N or proportional:K"),
+    ("augment=more", "augment must be one of none, paper, code"),
+    ("seeds=1,x", "seeds must be whole numbers"),
+    ("max_iter=99999999999", "solver field max_iter"),
+])
+def test_wrong_types_are_named(override, message):
+    with pytest.raises(ExperimentError, match=message):
+        c = config("levynet", "dataset=x", override)
+        resolve_solver(solver("levynet"), c, 100, 10, 10, 10)
+
+
+def test_a_folder_given_as_the_config_is_named(tmp_path):
+    with pytest.raises(ExperimentError, match="is a folder, not a config file"):
+        load_config(str(tmp_path))
 
 
 def test_demo_configs_load():

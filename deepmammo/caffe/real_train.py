@@ -34,9 +34,10 @@ def caffe_command(solver_path, snapshot=None):
 
 def _environment():
     env = dict(os.environ)
+    # The log is the run's record (and what the CSV is parsed from): every INFO line, on the
+    # stream the parent reads, whatever a quieter setting in the caller's environment says.
     env["GLOG_logtostderr"] = "1"
-    env.setdefault("GLOG_minloglevel", "0")
-    # OpenBLAS: as many threads as the machine has cores unless the user says otherwise.
+    env["GLOG_minloglevel"] = "0"
     return env
 
 

@@ -34,9 +34,9 @@ def register(subparsers):
     p.add_argument("--val-results", help="validation results.json: selection and thresholds")
     p.add_argument("--threshold", choices=("argmax", "val"), default="argmax",
                    help="also score at the threshold fitted on validation (needs --val-results)")
-    p.add_argument("--select-by", nargs="+", default=["accuracy", "recall"],
-                   choices=METRIC_NAMES,
-                   help="validation metrics that choose the snapshot, in order")
+    p.add_argument("--select-by", nargs="+", choices=METRIC_NAMES,
+                   help="validation metrics that choose the snapshot, in order (default: "
+                        "accuracy recall; a test evaluation takes what --val-results recorded)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (0: none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--batch-size", type=int, default=32)
@@ -52,7 +52,7 @@ def run_eval(args):
         tta=None if args.tta == "none" else args.tta, manifest_path=args.manifest,
         val_results=args.val_results,
         threshold="val" if args.threshold == "val" else None,
-        criteria=tuple(args.select_by), n_boot=args.bootstrap, seed=args.seed,
+        criteria=tuple(args.select_by) if args.select_by else None, n_boot=args.bootstrap, seed=args.seed,
         batch_size=args.batch_size, output=args.output, split=args.split, gpu=args.gpu,
         crops_path=args.crops, train_val=args.train_val)
     print(summary_table(results))
@@ -61,14 +61,18 @@ def run_eval(args):
 
 def summary_table(results):
     """A short text table of the results, one snapshot a line."""
-    lines = ["%-40s %6s %6s %6s %6s %6s" % ("snapshot (%s)" % results.get("split"),
-                                            "acc", "prec", "recall", "auc", "n")]
-    chosen = (results.get("selected") or {}).get("snapshot")
-    for e in results["snapshots"]:
+    names = [e["snapshot"].replace("\\", "/").rsplit("/", 1)[-1] for e in results["snapshots"]]
+    title = "snapshot (%s)" % results.get("split")
+    width = max([len(title)] + [len(n) for n in names])  # names are never cut
+    lines = ["%-*s %6s %6s %6s %6s %6s" % (width, title, "acc", "prec", "recall", "auc", "n")]
+    selected = results.get("selected") or {}
+    for name, e in zip(names, results["snapshots"]):
         m = e["metrics"]
-        name = e["snapshot"].replace("\\", "/").rsplit("/", 1)[-1]
         auc = "%.3f" % m["roc_auc"] if m["roc_auc"] is not None else "-"
-        lines.append("%-40s %6.3f %6.3f %6.3f %6s %6d%s" % (
-            name[:40], m["accuracy"], m["precision"], m["recall"], auc, m["n"],
-            "  <- chosen on validation" if name == chosen else ""))
+        lines.append("%-*s %6.3f %6.3f %6.3f %6s %6d%s" % (
+            width, name, m["accuracy"], m["precision"], m["recall"], auc, m["n"],
+            "  <- chosen on validation" if name == selected.get("snapshot") else ""))
+    if selected:
+        lines.append("chosen on validation by %s: %s" % (", ".join(selected["criteria"]),
+                                                         selected["snapshot"]))
     return "\n".join(lines)

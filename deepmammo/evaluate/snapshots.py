@@ -17,8 +17,12 @@ from deepmammo.atomic import write_text
 from deepmammo.evaluate import predict, runinfo
 from deepmammo.evaluate.bootstrap import bootstrap_ci
 from deepmammo.evaluate.metrics import binary_metrics
-from deepmammo.evaluate.select import (DEFAULT_CRITERIA, choose_threshold, select_snapshot,
-                                       snapshot_id)
+from deepmammo.evaluate.select import (
+    DEFAULT_CRITERIA,
+    choose_threshold,
+    select_snapshot,
+    snapshot_id,
+)
 
 log = logging.getLogger(__name__)
 FORMAT = "deepmammo-eval/1"
@@ -72,7 +76,7 @@ def predictions_path(results, entry):
 
 def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, scale=None,
              engine="torch", tta=None, manifest_path=None, val_results=None, threshold=None,
-             criteria=DEFAULT_CRITERIA, n_boot=1000, seed=0, batch_size=32, output=None,
+             criteria=None, n_boot=1000, seed=0, batch_size=32, output=None,
              split=None, gpu=None, crops_path=None, train_val=None):
     """Evaluate each snapshot file on the LMDB; write `out` (results.json) and predictions.
 
@@ -80,6 +84,8 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
     marked, and with threshold='val' each snapshot is also scored at the threshold fitted on its
     own validation predictions. train_val: a train_val prototxt whose TEST Data layer gives the
     mean, scale and crop when they are not passed (mean_path, mean_value, scale).
+    criteria: the validation metrics that choose the snapshot; a test evaluation takes the ones
+    its validation results recorded (asking for others is an error: one choice per run).
     """
     from deepmammo.provenance import provenance
     if not os.path.isfile(model):
@@ -119,6 +125,7 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
     if val is not None and val.get("split") not in (None, "val"):
         raise ValueError("%s: selection must come from validation results, this file is split %r"
                          % (val_results, val.get("split")))
+    criteria = selection_criteria(criteria, val, val_results)
 
     out_dir = os.path.dirname(os.path.abspath(out))
     pred_dir_name = os.path.splitext(os.path.basename(out))[0] + "_predictions"
@@ -182,6 +189,20 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
     log.info("wrote %s", out)
     results["_path"] = os.path.abspath(out)  # as load_results gives it; not in the file
     return results
+
+
+def selection_criteria(criteria, val, val_path=None):
+    """The metrics that choose the snapshot: those the validation results recorded when there
+    are some (a different request is refused), else `criteria`, else the default."""
+    recorded = ((val or {}).get("selected") or {}).get("criteria")
+    if recorded:
+        if criteria and tuple(criteria) != tuple(recorded):
+            raise ValueError(
+                f"{val_path}: validation chose its snapshot by {', '.join(recorded)}; "
+                f"--select-by {' '.join(criteria)} would choose another: evaluate validation "
+                "again with that --select-by, or leave --select-by out here")
+        return tuple(recorded)
+    return tuple(criteria or DEFAULT_CRITERIA)
 
 
 def apply_selection(results, val, threshold, criteria, n_boot, seed, out_dir):

@@ -10,7 +10,12 @@ import logging
 import os
 
 from deepmammo.evaluate.runinfo import run_info
-from deepmammo.evaluate.select import DEFAULT_CRITERIA, chosen_test_entry, select_snapshot
+from deepmammo.evaluate.select import (
+    DEFAULT_CRITERIA,
+    chosen_test_entry,
+    select_snapshot,
+    snapshot_id,
+)
 from deepmammo.evaluate.snapshots import FORMAT, load_results
 
 log = logging.getLogger(__name__)
@@ -42,11 +47,21 @@ class Run:
         return select_snapshot(self.val["snapshots"], self.criteria) if self.val else None
 
     def chosen_test(self):
-        """The test entry of the snapshot chosen on validation (None if either is missing)."""
+        """The test entry of the snapshot chosen on validation (None if either is missing).
+
+        The test results name the snapshot their evaluation reported; it must be the one the
+        validation results choose, or the two files are of different choices."""
         if not (self.val and self.test):
             return None
-        return chosen_test_entry(self.val["snapshots"], self.test["snapshots"],
-                                 self.criteria)[1]
+        chosen, entry = chosen_test_entry(self.val["snapshots"], self.test["snapshots"],
+                                          self.criteria)
+        reported = (self.test.get("selected") or {}).get("snapshot")
+        if reported and reported != snapshot_id(chosen):
+            raise ValueError(f"{self.test.get('_path')}: reports {reported}, but its validation "
+                             f"results choose {snapshot_id(chosen)} by "
+                             f"{', '.join(self.criteria)}; evaluate test again with "
+                             "--val-results")
+        return entry
 
     def __repr__(self):
         return "Run(%s, %s)" % (self.experiment, self.run_dir)
