@@ -73,13 +73,9 @@ def test_transform(train_val_path):
     crop_size, mean_file, mean_value (list or None) and scale, so evaluation preprocesses
     exactly as the net's own test phase did during training."""
     from deepmammo.caffe.formats.prototxt import read_net
-    net = read_net(train_val_path)
-    for layer in net.layer:
-        if layer.type != "Data":
-            continue
-        phases = [rule.phase for rule in layer.include if rule.HasField("phase")]
-        if phases and 1 not in phases:  # Phase TEST = 1 in caffe.proto
-            continue
+    from deepmammo.caffe.netstate import data_layers
+    from deepmammo.caffe.proto import caffe_pb2
+    for layer in data_layers(read_net(train_val_path), caffe_pb2.TEST):
         tp = layer.transform_param
         return {"crop_size": int(tp.crop_size) or None,
                 "mean_file": tp.mean_file or None,

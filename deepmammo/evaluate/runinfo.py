@@ -114,13 +114,13 @@ def _iters_per_epoch(run_dir, config):
     try:
         from deepmammo.caffe.formats.lmdb_io import count_records
         from deepmammo.caffe.formats.prototxt import read_net
-        for layer in read_net(path).layer:
-            phases = [rule.phase for rule in layer.include if rule.HasField("phase")]
-            if layer.type == "Data" and 0 in phases:  # Phase TRAIN = 0
-                source, batch = layer.data_param.source, layer.data_param.batch_size
-                for folder in (source, os.path.join(run_dir, source)):
-                    if batch and os.path.isdir(folder):
-                        return count_records(folder) / float(batch)
+        from deepmammo.caffe.netstate import data_layers
+        from deepmammo.caffe.proto import caffe_pb2
+        for layer in data_layers(read_net(path), caffe_pb2.TRAIN):
+            source, batch = layer.data_param.source, layer.data_param.batch_size
+            for folder in (source, os.path.join(run_dir, source)):
+                if batch and os.path.isdir(folder):
+                    return count_records(folder) / float(batch)
     except (OSError, ValueError):
         return None  # a run folder we cannot read fully still reports what it can
     return None
