@@ -10,7 +10,7 @@ COMMAND_MODULES = (
     ("deepmammo.sources.commands", "register"),
     ("deepmammo.prep.commands", "register"),
     ("deepmammo.caffe.commands", "register"),
-    ("deepmammo.experiment_cli", "register_experiment"),
+    ("deepmammo.experiment.commands", "register"),
     ("deepmammo.evaluate.commands", "register"),
     ("deepmammo.report.commands", "register"),
 )

@@ -14,7 +14,7 @@ from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.caffe.formats.prototxt import read_net, read_solver
 from deepmammo.experiment import (ExperimentError, find_weights, load_config, prepare_run,
                                   registry, train)
-from deepmammo.experiment_cli import register_experiment
+from deepmammo.experiment.commands import register as register_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")

@@ -1,9 +1,12 @@
-"""`deepmammo experiment CONFIG [key=value ...]` and `deepmammo experiments`: the command
-line of deepmammo/experiment/ (argparse lives here, the work there)."""
+"""This stage's subcommands for the `deepmammo` command (see deepmammo/cli.py):
+`deepmammo experiment CONFIG [key=value ...]` and `deepmammo experiments`. argparse lives
+here; the work is done by the library functions of this package."""
+import os
+
 from deepmammo.evaluate.metrics import METRIC_NAMES
 
 
-def register_experiment(subparsers):
+def register(subparsers):
     """Add the `experiment` and `experiments` subcommands to the `deepmammo` parser."""
     p = subparsers.add_parser(
         "experiment", help="train (and evaluate) one experiment from its config",
@@ -83,7 +86,6 @@ def cmd_experiments(args):
     from deepmammo.experiment.config import configs_dir
     folder = configs_dir(args.configs)
     for name in experiment_configs(folder):
-        import os
         config = load_config(os.path.join(folder, name + ".yaml"), environ={})
         print(f"{name:24s} {variant_name(config):22s} {config.get('description') or ''}")
     return 0
