@@ -4,7 +4,8 @@ results.json (format "deepmammo-eval/1") is what tables and figures read:
   split, model, lmdb, mean, engine, tta, run (folder, experiment, seed, max_iter, epochs),
   bootstrap settings, provenance, and per snapshot: iteration, fraction of training, epoch,
   predictions CSV (relative to results.json), metrics at argmax, 95% patient-bootstrap CIs,
-  the threshold a validation set would choose, and (test with validation results) the chosen
+  the threshold a validation set would choose, the reliability diagram and expected calibration
+  error of p(malignant) (calibration.py), and (test with validation results) the chosen
   snapshot and metrics at the validation threshold.
 """
 import json
@@ -14,8 +15,9 @@ import os
 import numpy as np
 
 from deepmammo.atomic import write_text
-from deepmammo.evaluate import predict, runinfo
+from deepmammo.evaluate import external, predict, runinfo
 from deepmammo.evaluate.bootstrap import bootstrap_ci
+from deepmammo.evaluate.calibration import rows_reliability
 from deepmammo.evaluate.metrics import binary_metrics
 from deepmammo.evaluate.select import (DEFAULT_CRITERIA, choose_threshold, select_snapshot,
                                        snapshot_id)
@@ -85,13 +87,18 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
     if not os.path.isfile(model):
         raise FileNotFoundError("deploy prototxt not found: %s" % model)
     files = runinfo.expand_snapshots(snapshots)
-    crop = None
+    info = runinfo.run_info(runinfo.find_run_dir(files[0]))
+    crop, train_val_mean = None, None
     if train_val:
         transform = predict.test_transform(train_val)
+        train_val_mean = transform["mean_file"]
         if mean_path is None and mean_value is None:
             mean_path, mean_value = transform["mean_file"], transform["mean_value"]
         scale = transform["scale"] if scale is None else scale
         crop = transform["crop_size"]
+    external_info = external.external_record(lmdb_path, info, train_val_mean)
+    if external_info:
+        mean_path = _external_mean(external_info, mean_path, mean_value, train_val_mean)
     scale = 1.0 if scale is None else scale
     caffe = predict.caffe_module(engine)
     if gpu is not None:
@@ -122,7 +129,6 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
 
     out_dir = os.path.dirname(os.path.abspath(out))
     pred_dir_name = os.path.splitext(os.path.basename(out))[0] + "_predictions"
-    info = runinfo.run_info(runinfo.find_run_dir(files[0]))
     val_run = ((val or {}).get("run") or {}).get("run_dir")
     if val_run and info.get("run_dir") and os.path.realpath(val_run) != info["run_dir"]:
         # Every run of an experiment names its snapshots alike: matching by name alone would
@@ -147,7 +153,7 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
         fraction, epoch = runinfo.training_progress(iteration, info)
         entry = {"snapshot": os.path.realpath(path), "iteration": iteration,
                  "fraction": fraction, "epoch": epoch, "predictions": rel,
-                 "metrics": metrics, "ci": ci}
+                 "metrics": metrics, "ci": ci, "calibration": rows_reliability(rows)}
         if split == "val":
             # Fitted here so a later test evaluation applies it unchanged.
             entry["fitted_threshold"] = {
@@ -164,6 +170,7 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
         "engine": engine, "tta": tta or "none", "scale": scale,
         "train_val": os.path.realpath(train_val) if train_val else None,
         "decision": "argmax",
+        "external": external_info,
         "run": {k: v for k, v in info.items() if k not in ("config", "provenance")},
         "run_config": info.get("config"),
         "run_provenance": info.get("provenance"),
@@ -182,6 +189,22 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
     log.info("wrote %s", out)
     results["_path"] = os.path.abspath(out)  # as load_results gives it; not in the file
     return results
+
+
+def _external_mean(record, mean_path, mean_value, train_val_mean):
+    """The mean for an evaluation on another dataset: the run's own (see external.py)."""
+    expected = external.run_mean(record["run_dataset"], train_val_mean)
+    if mean_path is None and mean_value is None:
+        if expected is None:
+            raise ValueError("no training mean for the run on %s: pass --train-val with the "
+                             "run's train_val.prototxt" % record["run_dataset"])
+        mean_path = expected
+    elif mean_path:
+        external.check_mean(mean_path, expected, record)
+    record["mean"] = os.path.abspath(mean_path) if mean_path else list(mean_value)
+    log.info("external evaluation on %s (cases %s) with the run's mean %s and grey mapping %s",
+             record["dataset"], record["cases"], record["mean"], record["grey"])
+    return mean_path
 
 
 def apply_selection(results, val, threshold, criteria, n_boot, seed, out_dir):
