@@ -133,6 +133,13 @@ def build_figures(runs, out_dir, engine=None, saliency_count=5, notes=None):
                                              "figure3_augmentation",
                                              "Figure 3: unaugmented vs augmented", False, False))
 
+    repeated = [r.experiment for r in with_logs if len(r.repeats) > 1]
+    if repeated:
+        attempt("learning_seeds", "Learning curves of every seed of each repeated experiment "
+                "(past the paper: it shows one run per model)",
+                lambda: learning(repeated, "learning_seeds",
+                                 "Learning curves, every seed", True, False))
+
     def fig4():
         chosen = [r for r in with_val if r.experiment in paper.FIGURE4["experiments"]] or with_val
         series = []

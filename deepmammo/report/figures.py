@@ -57,14 +57,15 @@ def _column(rows, *needles, prefix=""):
     return None
 
 
-def _plot_series(ax, rows, column, label, style="-"):
+def _plot_series(ax, rows, column, label, style="-", color=None):
     if not column:
         return False
     xs = [r["iteration"] for r in rows if r.get(column) is not None]
     ys = [r[column] for r in rows if r.get(column) is not None]
     if not xs:
         return False
-    ax.plot(xs, ys, style, label=label, marker="o" if len(xs) < 12 else None, markersize=3)
+    ax.plot(xs, ys, style, label=label, marker="o" if len(xs) < 12 else None, markersize=3,
+            color=color)
     return True
 
 
@@ -99,10 +100,12 @@ def figure_learning(curves, stem, title, with_loss=True):
         name, seeds = curve[0], _seed_curves(curve)
         ax = axes[i][0]
         drew = False
-        for label, train, test in seeds:
+        for k, (label, train, test) in enumerate(seeds):
             tr_acc, va_acc, _, _ = learning_columns(train, test)
-            drew |= _plot_series(ax, train, tr_acc, _label("train", label))
-            drew |= _plot_series(ax, test, va_acc, _label("validation", label), "-")
+            # One colour per seed, validation dashed; a single run keeps the default colours.
+            colour, dash = (None, "-") if label is None else ("C%d" % k, "--")
+            drew |= _plot_series(ax, train, tr_acc, _label("train", label), "-", colour)
+            drew |= _plot_series(ax, test, va_acc, _label("validation", label), dash, colour)
         ax.set_title("%s: accuracy" % name, fontsize=10)
         ax.set_xlabel("iteration")
         ax.set_ylabel("accuracy")
@@ -113,10 +116,12 @@ def figure_learning(curves, stem, title, with_loss=True):
         if with_loss:
             ax = axes[i][1]
             drew, values = False, []
-            for label, train, test in seeds:
+            for k, (label, train, test) in enumerate(seeds):
                 _, _, tr_loss, va_loss = learning_columns(train, test)
-                drew |= _plot_series(ax, train, tr_loss, _label("train", label))
-                drew |= _plot_series(ax, test, va_loss, _label("validation", label))
+                colour, dash = (None, "-") if label is None else ("C%d" % k, "--")
+                drew |= _plot_series(ax, train, tr_loss, _label("train", label), "-", colour)
+                drew |= _plot_series(ax, test, va_loss, _label("validation", label), dash,
+                                     colour)
                 values += [r[c] for rows, c in ((train, tr_loss), (test, va_loss)) if c
                            for r in rows if r.get(c) is not None and r[c] > 0]
             ax.set_title("%s: loss" % name, fontsize=10)
