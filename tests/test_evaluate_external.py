@@ -9,12 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from deepmammo.caffe.binaryproto import read_mean, write_mean
 from deepmammo.evaluate import predict
 from deepmammo.evaluate.snapshots import evaluate
 from deepmammo.report.build import external_table
 from deepmammo.report.collect import collect_runs
-from test_report_world import CROP, build_world
+from test_report_world import CROP, build_world, write_mean
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,6 +29,16 @@ def _build_json(folder, cases, grey="full-range", size=14):
         json.dump({"config": {"grey_spec": grey, "size": size,
                               "crops_config": {"cases": cases, "cases_sha1": cases[-12:]}},
                    "inputs": {os.path.join(folder, "crops.csv"): "0" * 40}}, f)
+
+
+def read_mean(path):
+    """A mean file as real pycaffe reads it: (C, H, W)."""
+    from deepmammo.caffe.real import import_caffe
+    caffe = import_caffe()
+    blob = caffe.proto.caffe_pb2.BlobProto()
+    with open(path, "rb") as f:
+        blob.ParseFromString(f.read())
+    return caffe.io.blobproto_to_array(blob)[0]
 
 
 @pytest.fixture
@@ -90,9 +99,9 @@ def test_external_evaluation_subtracts_the_runs_training_mean(world, real_caffe)
     assert levynet.test["_path"].endswith("test.json")
     assert [r["_path"] for r in levynet.external] == [out]
     markdown, rows = external_table(runs)
-    assert [r["data"] for r in rows] == ["internal test", "external: mias"]
+    assert [r["data"] for r in rows] == ["internal test", "external: mias (test)"]
     assert rows[1]["snapshot"] == ext["selected"]["snapshot"]
-    assert "| levynet | s7 | external: mias | mias | 32 |" in markdown
+    assert "| levynet | s7 | external: mias (test) | mias | 32 |" in markdown
 
 
 def test_another_mean_file_is_refused(world):

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import yaml
 
-from deepmammo.caffe.caffemodel import write_caffemodel
 from deepmammo.evaluate import predict
 from deepmammo.evaluate.compare import compare
 from deepmammo.evaluate.runinfo import run_info
 from deepmammo.evaluate.snapshots import evaluate, predictions_path
 from deepmammo.report.collect import collect_runs
 from deepmammo.report.tables import runs_table, write_table
-from test_report_world import _weights, _write_logs, build_world, evaluate_world
+from test_report_world import (_weights, _write_logs, build_world, evaluate_world,
+                               write_caffemodel)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUP = "levynet/20261130-120000"

@@ -446,8 +446,9 @@ def external_table(runs):
             if not member.external:
                 continue
             sets = [("internal test", None, member.test, member.chosen_test())]
-            sets += [("external: %s" % r["external"].get("name"), r["external"].get("cases"),
-                      r, _external_entry(r, member)) for r in member.external]
+            sets += [("external: %s (%s)" % (r["external"].get("name"), r.get("split")),
+                      r["external"].get("cases"), r, _external_entry(r, member))
+                     for r in member.external]
             for label, cases, results, entry in sets:
                 if entry is None:
                     continue

@@ -73,18 +73,3 @@ FIGURE2 = {"experiments": ("alexnet-aug-large", "googlenet-deeper")}
 
 # Section 3: the paper's split sizes (images / patients).
 SPLITS = {"train": (1456, 807), "val": (182, 94), "test": (182, 96)}
-
-# The paper's pairwise claims (report/claims.py tests each on the test set): A is the model the
-# paper found better.
-CLAIMS = (
-    {"claim": "GoogLeNet Deeper beats Shallow training", "a": "googlenet-deeper",
-     "b": "googlenet-shallow", "source": "Table 2"},
-    {"claim": "GoogLeNet Deeper beats AlexNet", "a": "googlenet-deeper",
-     "b": "alexnet-aug-large", "source": "Table 2"},
-    {"claim": "AlexNet beats LevyNet", "a": "alexnet-aug-large", "b": "levynet",
-     "source": "Table 2"},
-    {"claim": "augmentation beats none (AlexNet, large context)", "a": "alexnet-aug-large",
-     "b": "alexnet-noaug-large", "source": "section 5.3, Figure 3"},
-    {"claim": "large context beats small (AlexNet, no augmentation)",
-     "a": "alexnet-noaug-large", "b": "alexnet-noaug-small", "source": "Table 1"},
-)
