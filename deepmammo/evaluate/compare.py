@@ -170,7 +170,7 @@ def load_side(path):
                                             "predictions": os.path.abspath(path)}
 
 
-def _index(rows, column, name):
+def _index(rows, column):
     index = {}
     for row in rows:
         value = row.get(column)
@@ -194,13 +194,13 @@ def join_records(rows_a, rows_b, name_a="A", name_b="B"):
     differ but the crop ids match one to one. Anything else is an error naming the records one
     side lacks. A record whose label differs between the sides is an error too.
     """
-    keyed_a, keyed_b = _index(rows_a, "key", name_a), _index(rows_b, "key", name_b)
+    keyed_a, keyed_b = _index(rows_a, "key"), _index(rows_b, "key")
     column = "key"
     if keyed_a is None or keyed_b is None:
         raise ValueError("%s: record keys are missing or repeated" %
                          (name_a if keyed_a is None else name_b))
     if set(keyed_a) != set(keyed_b):
-        crop_a, crop_b = _index(rows_a, "crop_id", name_a), _index(rows_b, "crop_id", name_b)
+        crop_a, crop_b = _index(rows_a, "crop_id"), _index(rows_b, "crop_id")
         if crop_a is not None and crop_b is not None and set(crop_a) == set(crop_b):
             keyed_a, keyed_b, column = crop_a, crop_b, "crop_id"
         else:

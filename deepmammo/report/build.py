@@ -431,6 +431,11 @@ def _external_entry(results, run):
     return next((e for e in results["snapshots"] if snapshot_id(e) == selected), None)
 
 
+def _metric_cell(metrics, ci, name):
+    text = "-" if metrics.get(name) is None else "%.3f" % metrics[name]
+    return text + (" [%.3f, %.3f]" % tuple(ci[name]) if ci.get(name) else "")
+
+
 def external_table(runs):
     """Each run's scores on other archives beside its internal test, at the snapshot chosen on
     validation. Rows come from results files marked `external` (see evaluate/external.py)."""
@@ -457,14 +462,10 @@ def external_table(runs):
                 rows.append({"experiment": run.experiment, "seed": seed_label(member.info),
                              "data": label, "cases": cases, "snapshot": snapshot_id(entry),
                              "results": results.get("_path"), "ece": cal["ece"], **m})
-
-                def cell(k):
-                    text = "-" if m.get(k) is None else "%.3f" % m[k]
-                    return text + (" [%.3f, %.3f]" % tuple(ci[k]) if ci.get(k) else "")
                 lines.append("| %s | %s | %s | %s | %d | %s | %.3f |" % (
                     run.experiment, seed_label(member.info), label,
                     os.path.basename(os.path.dirname(cases)) if cases else "-", m["n"],
-                    " | ".join(cell(k) for k in metrics), cal["ece"]))
+                    " | ".join(_metric_cell(m, ci, k) for k in metrics), cal["ece"]))
     if not rows:
         lines.append("| no external evaluation yet (`make external RUN=... EXTERNAL=...`) "
                      "| | | | | | | | | |")
