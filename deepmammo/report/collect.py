@@ -54,11 +54,6 @@ class Run:
         return chosen_test_entry(self.val["snapshots"], self.test["snapshots"],
                                  self.criteria)[1]
 
-    @property
-    def seed_runs(self):
-        """The runs of the repeat with a chosen test or validation entry, in seed order."""
-        return [r for r in self.repeats if r.val is not None]
-
     def __repr__(self):
         return "Run(%s, %s)" % (self.experiment, self.run_dir)
 
