@@ -132,3 +132,20 @@ def check_mean(mean_path, expected, external):
         raise ValueError("%s is not the run's training mean (%s): an evaluation on another "
                          "dataset (%s) subtracts the mean the run trained with; drop --mean"
                          % (mean_path, expected, external["dataset"]))
+
+
+def external_mean(record, mean_path, mean_value, train_val_mean):
+    """The mean for an evaluation on another dataset: the run's own (module docstring); records
+    it in `record` and returns the mean file to read (None when mean_value is used)."""
+    expected = run_mean(record["run_dataset"], train_val_mean)
+    if mean_path is None and mean_value is None:
+        if expected is None:
+            raise ValueError("no training mean for the run on %s: pass --train-val with the "
+                             "run's train_val.prototxt" % record["run_dataset"])
+        mean_path = expected
+    elif mean_path:
+        check_mean(mean_path, expected, record)
+    record["mean"] = os.path.abspath(mean_path) if mean_path else list(mean_value)
+    log.info("external evaluation on %s (cases %s) with the run's mean %s and grey mapping %s",
+             record["dataset"], record["cases"], record["mean"], record["grey"])
+    return mean_path

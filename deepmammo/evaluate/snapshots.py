@@ -98,7 +98,8 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
         crop = transform["crop_size"]
     external_info = external.external_record(lmdb_path, info, train_val_mean)
     if external_info:
-        mean_path = _external_mean(external_info, mean_path, mean_value, train_val_mean)
+        mean_path = external.external_mean(external_info, mean_path, mean_value,
+                                            train_val_mean)
     scale = 1.0 if scale is None else scale
     caffe = predict.caffe_module(engine)
     if gpu is not None:
@@ -189,22 +190,6 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
     log.info("wrote %s", out)
     results["_path"] = os.path.abspath(out)  # as load_results gives it; not in the file
     return results
-
-
-def _external_mean(record, mean_path, mean_value, train_val_mean):
-    """The mean for an evaluation on another dataset: the run's own (see external.py)."""
-    expected = external.run_mean(record["run_dataset"], train_val_mean)
-    if mean_path is None and mean_value is None:
-        if expected is None:
-            raise ValueError("no training mean for the run on %s: pass --train-val with the "
-                             "run's train_val.prototxt" % record["run_dataset"])
-        mean_path = expected
-    elif mean_path:
-        external.check_mean(mean_path, expected, record)
-    record["mean"] = os.path.abspath(mean_path) if mean_path else list(mean_value)
-    log.info("external evaluation on %s (cases %s) with the run's mean %s and grey mapping %s",
-             record["dataset"], record["cases"], record["mean"], record["grey"])
-    return mean_path
 
 
 def apply_selection(results, val, threshold, criteria, n_boot, seed, out_dir):
