@@ -166,3 +166,24 @@ demo: $(STAMP) ## the whole path on a small synthetic archive, in minutes on a C
 	$(MAKE) --no-print-directory demo-levynet SEEDS=$(DEMO_SEEDS)
 	$(MAKE) --no-print-directory demo-googlenet
 	$(DM) report --runs runs --name demo --alias demo-levynet=levynet --alias demo-googlenet=googlenet-deeper
+
+# ---------------- beyond the paper (repeats, comparisons, external validation)
+.PHONY: compare external
+PAIRS ?=# extra comparisons for `make compare`, e.g. PAIRS="demo-googlenet:demo-levynet"
+compare: $(STAMP) ## the paper's pairwise claims tested (DeLong, McNemar, patient bootstrap) -> reports/compare
+	$(DM) compare --runs runs --out reports/compare $(foreach p,$(PAIRS),--pair $(p))
+
+# External validation: build a dataset from another archive's cases table with the run's grey
+# mapping (e.g. make data-large-noaug CASES=data/cases/mias/cases.csv GREY=full-range), then
+#   make external RUN=runs/levynet/latest EXTERNAL=data/datasets/mias/seed0/large-noaug
+EXTERNAL_SPLITS ?= test
+EXTERNAL_NAME ?= $(subst /,-,$(patsubst data/datasets/%,%,$(patsubst %/,%,$(EXTERNAL))))
+external: $(STAMP) ## score RUN on EXTERNAL (another archive's dataset) with RUN's own mean and grey mapping
+	@test -n "$(RUN)" -a -n "$(EXTERNAL)" || \
+	  { echo "usage: make external RUN=runs/<experiment>/latest EXTERNAL=<dataset folder>"; exit 2; }
+	for split in $(EXTERNAL_SPLITS); do \
+	  $(DM) eval --model $(RUN)/deploy.prototxt --snapshots '$(RUN)/*_iter_*.caffemodel' \
+	    --lmdb $(EXTERNAL)/$${split}_lmdb --train-val $(RUN)/train_val.prototxt \
+	    --val-results $(RUN)/eval/val.json --out $(RUN)/eval/external-$(EXTERNAL_NAME)-$${split}.json \
+	    --engine $(ENGINE) $(if $(filter cuda,$(DEVICE)),--gpu 0) || exit $$?; \
+	done

@@ -47,7 +47,7 @@ def test_report_folder_has_tables_figures_and_numbers(report):
         data = json.load(f)
     expected = {"figure1_samples", "figure2_learning", "figure4_snapshots", "figure5_saliency",
                 "figure6_filters", "roc_test", "roc_val", "tsne_levynet",
-                "tsne_googlenet-deeper"}
+                "tsne_googlenet-deeper", "calibration"}
     assert {os.path.splitext(os.path.basename(p))[0] for p in data["figures"]} == expected
     for png in data["figures"]:
         assert os.path.isfile(os.path.join(out, png))
@@ -65,10 +65,11 @@ def test_report_folder_has_tables_figures_and_numbers(report):
 def test_report_opens_in_chromium_and_shows_every_figure(report):
     dom = _dump_dom(report["index"])
     imgs = re.findall(r"<img [^>]*>", dom)
-    assert len(imgs) == 9
+    assert len(imgs) == 10
     assert all('data-loaded="true"' in tag for tag in imgs), imgs
-    assert 'data-figures="9/9"' in dom
+    assert 'data-figures="10/10"' in dom
     assert "Table 2: results on the test set" in dom
+    assert "The paper's pairwise claims, tested" in dom and "Reliability diagram" in dom
 
 
 def test_a_missing_figure_shows_as_broken(report, tmp_path):
@@ -76,7 +77,7 @@ def test_a_missing_figure_shows_as_broken(report, tmp_path):
     shutil.copytree(report["out"], copy)
     os.unlink(os.path.join(copy, "figures", "roc_val.png"))
     dom = _dump_dom(os.path.join(copy, "index.html"))
-    assert 'data-figures="8/9"' in dom
+    assert 'data-figures="9/10"' in dom
     assert re.search(r'<img src="figures/roc_val.png"[^>]*data-loaded="false"', dom)
 
 

@@ -1,6 +1,12 @@
 """What a snapshot's run folder says about it: iteration, experiment, seed, and how far through
 training it was (fraction of max_iter, epochs), read from the files the experiment runner writes
-(runs/<experiment>/<timestamp>/config.yaml, solver.prototxt, provenance.json)."""
+(runs/<experiment>/<timestamp>/config.yaml, solver.prototxt, provenance.json).
+
+Repeated runs (one per training seed, optionally per data seed) are ordinary run folders,
+runs/<experiment>/<timestamp>-seed<N>/, whose config.yaml and provenance.json carry `seed` (the
+training seed), `data_seed` (when the data were re-split; else absent or null) and
+`repeat_group` ("<experiment>/<timestamp>", shared by every run of one repeat; absent or null for
+a single run). This module is the one reader of those keys."""
 import glob
 import json
 import os
@@ -72,6 +78,7 @@ def _find_key(tree, key):
 def run_info(run_dir):
     """Facts about a run folder; missing files give None fields, never an error."""
     info = {"run_dir": run_dir, "experiment": None, "config": None, "seed": None,
+            "data_seed": None, "repeat_group": None,
             "max_iter": None, "epochs": None, "from_scratch": None, "provenance": None,
             "iters_per_epoch": None}
     if not run_dir:
@@ -95,11 +102,35 @@ def run_info(run_dir):
     if os.path.isfile(prov_path):
         with open(prov_path) as f:
             info["provenance"] = json.load(f)
+    _repeat_keys(info)
     info["iters_per_epoch"] = _iters_per_epoch(run_dir, info["config"] or {})
     if not info["experiment"]:
         # runs/<experiment>/<timestamp>/: the folder above the timestamp names the experiment.
         info["experiment"] = os.path.basename(os.path.dirname(run_dir.rstrip("/")))
     return info
+
+
+def _repeat_keys(info):
+    """seed, data_seed and repeat_group at the top of config.yaml, else of provenance.json (or
+    the config it records); `seed` keeps the value found anywhere in the config otherwise."""
+    config = info["config"] if isinstance(info["config"], dict) else {}
+    prov = info["provenance"] if isinstance(info["provenance"], dict) else {}
+    prov_config = prov.get("config") if isinstance(prov.get("config"), dict) else {}
+    for key in ("seed", "data_seed", "repeat_group"):
+        for source in (config, prov, prov_config):
+            if source.get(key) is not None:
+                info[key] = source[key]
+                break
+    if info["repeat_group"] is not None:
+        info["repeat_group"] = str(info["repeat_group"])
+
+
+def seed_label(info):
+    """How tables name a run of a repeat: 's<seed>', with '/d<data_seed>' when re-split."""
+    label = "s%s" % info.get("seed") if info.get("seed") is not None else "s?"
+    if info.get("data_seed") is not None:
+        label += "/d%s" % info["data_seed"]
+    return label
 
 
 def _iters_per_epoch(run_dir, config):

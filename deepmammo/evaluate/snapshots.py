@@ -4,7 +4,8 @@ results.json (format "deepmammo-eval/1") is what tables and figures read:
   split, model, lmdb, mean, engine, tta, run (folder, experiment, seed, max_iter, epochs),
   bootstrap settings, provenance, and per snapshot: iteration, fraction of training, epoch,
   predictions CSV (relative to results.json), metrics at argmax, 95% patient-bootstrap CIs,
-  the threshold a validation set would choose, and (test with validation results) the chosen
+  the threshold a validation set would choose, the reliability diagram and expected calibration
+  error of p(malignant) (calibration.py), and (test with validation results) the chosen
   snapshot and metrics at the validation threshold.
 """
 import json
@@ -14,8 +15,9 @@ import os
 import numpy as np
 
 from deepmammo.atomic import write_text
-from deepmammo.evaluate import predict, runinfo
+from deepmammo.evaluate import external, predict, runinfo
 from deepmammo.evaluate.bootstrap import bootstrap_ci
+from deepmammo.evaluate.calibration import rows_reliability
 from deepmammo.evaluate.metrics import binary_metrics
 from deepmammo.evaluate.select import (
     DEFAULT_CRITERIA,
@@ -91,13 +93,19 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
     if not os.path.isfile(model):
         raise FileNotFoundError("deploy prototxt not found: %s" % model)
     files = runinfo.expand_snapshots(snapshots)
-    crop = None
+    info = runinfo.run_info(runinfo.find_run_dir(files[0]))
+    crop, train_val_mean = None, None
     if train_val:
         transform = predict.test_transform(train_val)
+        train_val_mean = transform["mean_file"]
         if mean_path is None and mean_value is None:
             mean_path, mean_value = transform["mean_file"], transform["mean_value"]
         scale = transform["scale"] if scale is None else scale
         crop = transform["crop_size"]
+    external_info = external.external_record(lmdb_path, info, train_val_mean)
+    if external_info:
+        mean_path = external.external_mean(external_info, mean_path, mean_value,
+                                            train_val_mean)
     scale = 1.0 if scale is None else scale
     caffe = predict.caffe_module(engine)
     if gpu is not None:
@@ -129,7 +137,6 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
 
     out_dir = os.path.dirname(os.path.abspath(out))
     pred_dir_name = os.path.splitext(os.path.basename(out))[0] + "_predictions"
-    info = runinfo.run_info(runinfo.find_run_dir(files[0]))
     val_run = ((val or {}).get("run") or {}).get("run_dir")
     if val_run and info.get("run_dir") and os.path.realpath(val_run) != info["run_dir"]:
         # Every run of an experiment names its snapshots alike: matching by name alone would
@@ -154,7 +161,7 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
         fraction, epoch = runinfo.training_progress(iteration, info)
         entry = {"snapshot": os.path.realpath(path), "iteration": iteration,
                  "fraction": fraction, "epoch": epoch, "predictions": rel,
-                 "metrics": metrics, "ci": ci}
+                 "metrics": metrics, "ci": ci, "calibration": rows_reliability(rows)}
         if split == "val":
             # Fitted here so a later test evaluation applies it unchanged.
             entry["fitted_threshold"] = {
@@ -171,6 +178,7 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
         "engine": engine, "tta": tta or "none", "scale": scale,
         "train_val": os.path.realpath(train_val) if train_val else None,
         "decision": "argmax",
+        "external": external_info,
         "run": {k: v for k, v in info.items() if k not in ("config", "provenance")},
         "run_config": info.get("config"),
         "run_provenance": info.get("provenance"),

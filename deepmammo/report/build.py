@@ -15,10 +15,12 @@ import numpy as np
 
 from deepmammo.atomic import write_text
 from deepmammo.evaluate import predict
+from deepmammo.evaluate.calibration import rows_reliability
 from deepmammo.evaluate.metrics import roc_curve
+from deepmammo.evaluate.runinfo import seed_label
 from deepmammo.evaluate.select import snapshot_id
 from deepmammo.evaluate.snapshots import predictions_path, score_rows
-from deepmammo.report import beyond, figures, html, logs, paper, tables
+from deepmammo.report import beyond, claims, figures, html, logs, paper, tables
 from deepmammo.report.collect import collect_runs
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ def build_figures(runs, out_dir, engine=None, saliency_count=5, notes=None):
             chosen = with_logs[:3]
         if not chosen:
             raise ValueError("needs training logs of %s" % " and ".join(experiments))
-        curves = [(r.experiment,) + logs.read_training_log(r.run_dir) for r in chosen]
+        curves = [_learning_curves(r) for r in chosen]
         return figures.figure_learning(curves, stem(name), title, with_loss)
     attempt("figure2_learning", "Figure 2: train/validation accuracy and loss against "
             "iterations (paper: AlexNet Aug-Large and GoogLeNet Deeper; else the runs present)",
@@ -128,6 +130,13 @@ def build_figures(runs, out_dir, engine=None, saliency_count=5, notes=None):
             "augmentation", lambda: learning(paper.FIGURE3["experiments"],
                                              "figure3_augmentation",
                                              "Figure 3: unaugmented vs augmented", False, False))
+
+    repeated = [r.experiment for r in with_logs if len(r.repeats) > 1]
+    if repeated:
+        attempt("learning_seeds", "Learning curves of every seed of each repeated experiment "
+                "(past the paper: it shows one run per model)",
+                lambda: learning(repeated, "learning_seeds",
+                                 "Learning curves, every seed", True, False))
 
     def fig4():
         chosen = [r for r in with_val if r.experiment in paper.FIGURE4["experiments"]] or with_val
@@ -201,6 +210,15 @@ def build_figures(runs, out_dir, engine=None, saliency_count=5, notes=None):
         attempt("roc_%s" % split, "ROC curves on the %s set (snapshot chosen on validation)"
                 % ("test" if split == "test" else "validation"), roc)
     return made
+
+
+def _learning_curves(run):
+    """(name, train, test) of a run, or (name, [(seed, train, test)]) for every seed of a
+    repeated experiment (runs of the repeat without a log are left out)."""
+    if len(run.repeats) == 1:
+        return (run.experiment,) + logs.read_training_log(run.run_dir)
+    return (run.experiment, [(seed_label(m.info),) + logs.read_training_log(m.run_dir)
+                             for m in run.repeats if _has_log(m.run_dir)])
 
 
 def _has_log(run_dir):
@@ -338,6 +356,120 @@ def tsne_figures(runs, out_dir, engine=None, crops_path=None, seed=0):
     return made
 
 
+# ------------------------------------------------------------- calibration, external
+
+def _scored_entry(run):
+    """(split, results, entry) of a run's chosen test snapshot, else its chosen validation
+    snapshot; None without results."""
+    if run.chosen_test() is not None:
+        return "test", run.test, run.chosen_test()
+    if run.chosen_val() is not None:
+        return "val", run.val, run.chosen_val()
+    return None
+
+
+def _calibration_of(results, entry):
+    """The entry's reliability bins: from the results file, else from its predictions."""
+    if entry.get("calibration"):
+        return entry["calibration"]
+    return rows_reliability(predict.read_predictions(predictions_path(results, entry)))
+
+
+def calibration_table(runs):
+    """ECE and MCE of every run's (every seed's) snapshot chosen on validation, on test."""
+    lines = ["**Calibration of p(malignant)** (snapshot chosen on validation; 10 equal-width "
+             "bins; ECE: bin gaps weighted by records, MCE: largest gap)", "",
+             "| Experiment | Seed | Split | Snapshot | n | ECE | MCE |", "|---|---|---|---|---|---|---|"]
+    rows = []
+    for run in ordered(runs):
+        for member in run.repeats:
+            scored = _scored_entry(member)
+            if scored is None:
+                continue
+            split, results, entry = scored
+            cal = _calibration_of(results, entry)
+            rows.append({"experiment": run.experiment, "seed": seed_label(member.info),
+                         "split": split, "snapshot": snapshot_id(entry),
+                         "n": entry["metrics"]["n"], "ece": cal["ece"], "mce": cal["mce"],
+                         "bins": cal["bins"], "run_dir": member.run_dir})
+            lines.append("| %s | %s | %s | %s | %d | %.3f | %.3f |" % (
+                run.experiment, seed_label(member.info), split, snapshot_id(entry),
+                entry["metrics"]["n"], cal["ece"], cal["mce"]))
+    if not rows:
+        lines.append("| no evaluated runs | | | | | | |")
+    return "\n".join(lines) + "\n", rows
+
+
+def calibration_figure(runs, out_dir):
+    """The reliability diagram of each run's chosen snapshot (every seed's), or None."""
+    curves = []
+    for run in ordered(runs):
+        for member in run.repeats:
+            scored = _scored_entry(member)
+            if scored is None:
+                continue
+            split, results, entry = scored
+            cal = _calibration_of(results, entry)
+            label = run.experiment + (" " + seed_label(member.info)
+                                      if len(run.repeats) > 1 else "")
+            curves.append(("%s (%s)" % (label, split), cal["bins"], cal["ece"]))
+    if not curves:
+        return None
+    paths = figures.reliability_figure(curves, os.path.join(out_dir, "calibration"),
+                                       "Reliability of p(malignant)")
+    return Figure("calibration", "Reliability diagram: mean predicted p(malignant) against the "
+                  "fraction malignant per bin (snapshot chosen on validation)", paths)
+
+
+def _external_entry(results, run):
+    """The entry of an external results file for the snapshot chosen on validation."""
+    selected = (results.get("selected") or {}).get("snapshot")
+    if not selected and run.chosen_val() is not None:
+        selected = snapshot_id(run.chosen_val())
+    return next((e for e in results["snapshots"] if snapshot_id(e) == selected), None)
+
+
+def _metric_cell(metrics, ci, name):
+    text = "-" if metrics.get(name) is None else "%.3f" % metrics[name]
+    return text + (" [%.3f, %.3f]" % tuple(ci[name]) if ci.get(name) else "")
+
+
+def external_table(runs):
+    """Each run's scores on other archives beside its internal test, at the snapshot chosen on
+    validation. Rows come from results files marked `external` (see evaluate/external.py)."""
+    metrics = ("accuracy", "recall", "specificity", "roc_auc")
+    lines = ["**External validation** (a run's snapshot chosen on validation, scored on a "
+             "dataset built from another cases table with the run's own training mean and grey "
+             "mapping; internal: the run's own test set)", "",
+             "| Experiment | Seed | Data | Cases | n | Accuracy | Recall | Specificity | "
+             "ROC AUC | ECE |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = []
+    for run in ordered(runs):
+        for member in run.repeats:
+            if not member.external:
+                continue
+            sets = [("internal test", None, member.test, member.chosen_test())]
+            sets += [("external: %s (%s)" % (r["external"].get("name"), r.get("split")),
+                      r["external"].get("cases"), r, _external_entry(r, member))
+                     for r in member.external]
+            for label, cases, results, entry in sets:
+                if entry is None:
+                    continue
+                m, ci = entry["metrics"], entry.get("ci") or {}
+                cal = _calibration_of(results, entry)
+                rows.append({"experiment": run.experiment, "seed": seed_label(member.info),
+                             "data": label, "cases": cases, "snapshot": snapshot_id(entry),
+                             "results": results.get("_path"), "ece": cal["ece"], **m})
+                lines.append("| %s | %s | %s | %s | %d | %s | %.3f |" % (
+                    run.experiment, seed_label(member.info), label,
+                    os.path.basename(os.path.dirname(cases)) if cases else "-", m["n"],
+                    " | ".join(_metric_cell(m, ci, k) for k in metrics), cal["ece"]))
+    if not rows:
+        lines.append("| no external evaluation yet (`make external RUN=... EXTERNAL=...`) "
+                     "| | | | | | | | | |")
+    return "\n".join(lines) + "\n", rows
+
+
 # ------------------------------------------------------------------------------ report
 
 def provenance_entries(runs):
@@ -367,9 +499,11 @@ def provenance_entries(runs):
 
 
 def build_report(runs_root, out_dir, engine=None, overrides=None, extras=(), crops_path=None,
-                 saliency_count=5, n_boot=1000, seed=0, title=None, runs=None):
+                 saliency_count=5, n_boot=1000, seed=0, title=None, runs=None,
+                 compare_pairs=()):
     """Write the whole report folder; return the path of index.html. `runs` ({experiment:
-    Run}) replaces collecting them from runs_root and overrides."""
+    Run}) replaces collecting them from runs_root and overrides. compare_pairs: [(experiment
+    A, experiment B)] tested beside the paper's pairwise claims."""
     from deepmammo.provenance import provenance
     extras = set(extras)
     unknown = extras - set(BEYOND_CHOICES)
@@ -394,6 +528,13 @@ def build_report(runs_root, out_dir, engine=None, overrides=None, extras=(), cro
                       "validation)</p>" + html.markdown_table(all_md))
     sections.append(("Tables (ours beside the paper's)", "\n".join(table_html)))
 
+    claims_md, claims_rows = claims.write_claims(runs, table_dir, compare_pairs, n_boot, seed)
+    data["claims"] = claims_rows
+    sections.append(("Paired comparisons (past the paper)", html.markdown_table(claims_md) +
+                     '<p class="note">Also as <a href="tables/claims.md">Markdown</a>, '
+                     '<a href="tables/claims.csv">CSV</a> and '
+                     '<a href="tables/claims.json">JSON</a>.</p>'))
+
     notes = []
     made = build_figures(runs, os.path.join(out_dir, "figures"), engine, saliency_count, notes)
     fig_html = [html.figure_html(os.path.relpath(f.png, out_dir), f.caption,
@@ -404,6 +545,22 @@ def build_report(runs_root, out_dir, engine=None, overrides=None, extras=(), cro
     sections.append(("Figures", "\n".join(fig_html)))
     data["figures"] = [os.path.relpath(f.png, out_dir) for f in made]
     data["figure_notes"] = notes
+
+    cal_md, cal_rows = calibration_table(runs)
+    write_text(os.path.join(table_dir, "calibration.md"), cal_md)
+    data["calibration"] = cal_rows
+    cal_html = [html.markdown_table(cal_md)]
+    cal_fig = calibration_figure(runs, os.path.join(out_dir, "figures"))
+    if cal_fig:
+        cal_html.append(html.figure_html(os.path.relpath(cal_fig.png, out_dir), cal_fig.caption,
+                                         os.path.relpath(cal_fig.pdf, out_dir)))
+        data["figures"].append(os.path.relpath(cal_fig.png, out_dir))
+    sections.append(("Calibration (past the paper)", "\n".join(cal_html)))
+
+    ext_md, ext_rows = external_table(runs)
+    write_text(os.path.join(table_dir, "external.md"), ext_md)
+    data["external"] = ext_rows
+    sections.append(("External validation (past the paper)", html.markdown_table(ext_md)))
 
     beyond_dir = os.path.join(out_dir, "beyond")
     beyond_html = []

@@ -3,7 +3,11 @@
 Layout (the experiment runner's): runs/<experiment>/<timestamp>/ with config.yaml,
 solver.prototxt, train.log / train_log.csv, snapshots, provenance.json, and the results.json
 files `deepmammo eval` wrote anywhere inside the run folder (format "deepmammo-eval/1"; their
-`split` says validation or test).
+`split` says validation or test; those marked `external` are another dataset's, kept apart).
+
+Repeats: when the newest run of an experiment carries a `repeat_group`, every run of that group
+(one per seed) is gathered into `Run.repeats`; the newest stays the experiment's Run for what
+shows one run (saliency, filters, ROC).
 """
 import json
 import logging
@@ -31,6 +35,8 @@ class Run:
         self.val = val
         self.test = test
         self.info = run_info(run_dir)
+        self.repeats = [self]  # every run of its repeat group, by (data seed, seed)
+        self.external = []  # results of the run's snapshots on other archives' datasets
 
     @property
     def from_scratch(self):
@@ -67,8 +73,10 @@ class Run:
         return "Run(%s, %s)" % (self.experiment, self.run_dir)
 
 
-def _results_files(run_dir):
-    """Eval results.json files inside a run folder, by split (the newest file per split)."""
+def results_files(run_dir, external=None):
+    """Eval results.json files inside a run folder, by split (the newest file per split).
+    Results on another dataset (`external` in the file) are left out; with `external` (a list)
+    their paths are appended to it instead."""
     found = {}
     for root, dirs, files in os.walk(run_dir):
         dirs[:] = [d for d in dirs if not d.endswith("_predictions")]
@@ -82,6 +90,10 @@ def _results_files(run_dir):
             except (OSError, ValueError):
                 continue
             if isinstance(head, dict) and head.get("format") == FORMAT:
+                if head.get("external"):
+                    if external is not None:
+                        external.append(path)
+                    continue
                 split = head.get("split")
                 if split not in found or os.path.getmtime(path) > os.path.getmtime(found[split]):
                     found[split] = path
@@ -89,11 +101,37 @@ def _results_files(run_dir):
 
 
 def load_run(run_dir, experiment=None):
-    files = _results_files(run_dir)
+    external = []
+    files = results_files(run_dir, external)
     val = load_results(files["val"]) if "val" in files else None
     test = load_results(files["test"]) if "test" in files else None
     experiment = experiment or run_info(run_dir)["experiment"]
-    return Run(experiment, run_dir, val, test)
+    run = Run(experiment, run_dir, val, test)
+    run.external = [load_results(p) for p in sorted(external)]
+    return run
+
+
+def _seed_order(run):
+    info = run.info
+    return (info.get("data_seed") is not None, info.get("data_seed") or 0,
+            info.get("seed") is None, info.get("seed") or 0, run.run_dir)
+
+
+def gather_repeats(run, exp_dir):
+    """Fill run.repeats with every evaluated run folder in exp_dir of run's repeat group."""
+    group = run.info.get("repeat_group")
+    if not group:
+        return run
+    members = [run]
+    for stamp in sorted(os.listdir(exp_dir)):
+        other = os.path.join(exp_dir, stamp)
+        if os.path.islink(other) or not os.path.isdir(other) or \
+                os.path.realpath(other) == os.path.realpath(run.run_dir):
+            continue
+        if run_info(other).get("repeat_group") == group and results_files(other):
+            members.append(load_run(other, run.experiment))
+    run.repeats = sorted(members, key=_seed_order)
+    return run
 
 
 def collect_runs(runs_root, overrides=None, aliases=None):
@@ -116,8 +154,8 @@ def collect_runs(runs_root, overrides=None, aliases=None):
                 run_dir = os.path.join(exp_dir, stamp)
                 if os.path.islink(run_dir):
                     continue
-                if os.path.isdir(run_dir) and _results_files(run_dir):
-                    runs[experiment] = load_run(run_dir, experiment)
+                if os.path.isdir(run_dir) and results_files(run_dir):
+                    runs[experiment] = gather_repeats(load_run(run_dir, experiment), exp_dir)
                     break
     elif runs_root:
         raise FileNotFoundError("runs folder not found: %s" % runs_root)
@@ -130,7 +168,8 @@ def collect_runs(runs_root, overrides=None, aliases=None):
             raise ValueError("no evaluated run of %s under %s to show as %s"
                              % (source, runs_root, target))
         run = runs.pop(source)
-        run.experiment, run.shown_as = target, source
+        for member in run.repeats:
+            member.experiment, member.shown_as = target, source
         runs[target] = run
     if not runs:
         log.warning("no evaluated runs under %s", runs_root)

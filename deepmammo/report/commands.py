@@ -1,4 +1,5 @@
-"""`deepmammo tables`, `deepmammo figures` and `deepmammo report` (see cli.py)."""
+"""`deepmammo tables`, `deepmammo figures`, `deepmammo report` and `deepmammo compare` (see
+cli.py)."""
 import json
 import os
 
@@ -65,7 +66,30 @@ def register(subparsers):
     p.add_argument("--saliency-count", type=int, default=5)
     p.add_argument("--bootstrap", type=int, default=1000, help="replicates for extra rows")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare", action="append", default=[], metavar="A:B",
+                   help="also test experiment A against B (beside the paper's claims), e.g. "
+                        "demo-googlenet:demo-levynet")
     p.set_defaults(func=run_report)
+
+    p = subparsers.add_parser(
+        "compare", help="paired tests of two models on the same records (DeLong, McNemar, "
+                        "patient bootstrap), or the paper's pairwise claims over a runs folder",
+        description="With A and B: compare two predictions CSVs (as `deepmammo eval` writes "
+                    "them), results JSONs (the snapshot chosen on validation) or run folders "
+                    "(their test results), joined by record key. Without them: test the "
+                    "paper's pairwise claims (and --pair) over the experiments under --runs, "
+                    "over every seed of a repeated experiment.")
+    p.add_argument("files", nargs="*", metavar="A B",
+                   help="predictions CSV, results JSON or run folder of each model")
+    _runs_args(p)
+    p.add_argument("--pair", action="append", default=[], metavar="A:B",
+                   help="claims mode: also compare experiment A with B")
+    p.add_argument("--out", help="with A and B: the JSON file to write; claims mode: the "
+                                 "folder (default reports/compare)")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="patient bootstrap replicates (0: no intervals)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(func=run_compare)
 
 
 def run_tables(args):
@@ -95,16 +119,51 @@ def run_report(args):
     extras = [name for name, on in (("ensembles", args.ensembles), ("fusion", args.fusion),
                                     ("tsne", args.tsne)) if on]
     out = args.out or os.path.join("reports", args.name)
+    from deepmammo.report.claims import parse_pairs
     index = build_report(args.runs, out, engine=args.engine, runs=_collect(args),
                          extras=extras, crops_path=args.crops,
                          saliency_count=args.saliency_count, n_boot=args.bootstrap,
-                         seed=args.seed)
+                         seed=args.seed, compare_pairs=parse_pairs(args.compare))
     # The tables that hold any of our numbers, on the terminal too (make demo ends with them).
     with open(os.path.join(out, "report.json")) as f:
         rows = json.load(f)["tables"]
-    for name in ("table1", "table2", "table3", "runs"):
-        if name == "runs" or any(r["status"] == "ok" for r in rows[name]):
+    for name in ("table1", "table2", "table3", "runs", "claims"):
+        if name in ("runs", "claims") or any(r["status"] == "ok" for r in rows[name]):
             with open(os.path.join(out, "tables", name + ".md")) as f:
                 print(f.read())
     print("report: %s" % index)
+    return 0
+
+
+def _side(path):
+    """A compare input: a file as given, or a run folder's test results JSON."""
+    if os.path.isdir(path):
+        from deepmammo.report.collect import results_files
+        found = results_files(path).get("test")
+        if not found:
+            raise FileNotFoundError("no test results (deepmammo eval on test_lmdb) in run "
+                                    "folder %s" % path)
+        return found
+    return path
+
+
+def run_compare(args):
+    from deepmammo.evaluate.compare import compare_files, format_result
+    if len(args.files) == 2:
+        a, b = (_side(p) for p in args.files)
+        result = compare_files(a, b, args.out, args.bootstrap, args.seed)
+        print("A: %s\nB: %s" % (a, b))
+        print(format_result(result))
+        if args.out:
+            print("written to %s" % args.out)
+        return 0
+    if args.files:
+        raise ValueError("compare takes two inputs (A B), or none to test the paper's claims "
+                         "over --runs; got %d" % len(args.files))
+    from deepmammo.report.claims import parse_pairs, write_claims
+    out = args.out or os.path.join("reports", "compare")
+    markdown, rows = write_claims(_collect(args), out, parse_pairs(args.pair), args.bootstrap,
+                                  args.seed)
+    print(markdown)
+    print("written to %s" % out)
     return 0

@@ -57,14 +57,15 @@ def _column(rows, *needles, prefix=""):
     return None
 
 
-def _plot_series(ax, rows, column, label, style="-"):
+def _plot_series(ax, rows, column, label, style="-", color=None):
     if not column:
         return False
     xs = [r["iteration"] for r in rows if r.get(column) is not None]
     ys = [r[column] for r in rows if r.get(column) is not None]
     if not xs:
         return False
-    ax.plot(xs, ys, style, label=label, marker="o" if len(xs) < 12 else None, markersize=3)
+    ax.plot(xs, ys, style, label=label, marker="o" if len(xs) < 12 else None, markersize=3,
+            color=color)
     return True
 
 
@@ -76,17 +77,35 @@ def learning_columns(train_rows, test_rows):
             _column(test_rows, "loss", prefix="test0_"))
 
 
+def _seed_curves(curve):
+    """[(seed label or None, train rows, test rows)] of one model's entry in `curves`."""
+    if len(curve) == 2:
+        return list(curve[1])
+    return [(None, curve[1], curve[2])]
+
+
+def _label(kind, seed):
+    return kind if seed is None else "%s %s" % (kind, seed)
+
+
 def figure_learning(curves, stem, title, with_loss=True):
     """Figures 2 and 3: per model, train/val accuracy (left) and loss (right) against iterations.
-    curves: [(model name, train rows, test rows)] as report/logs.py reads them."""
+    curves: [(model name, train rows, test rows)] as report/logs.py reads them, or, for a model
+    repeated over seeds, [(model name, [(seed label, train rows, test rows), ...])]: every
+    seed's curves on the model's axes."""
     ncols = 2 if with_loss else 1
     fig, axes = plt.subplots(len(curves), ncols, figsize=(5.2 * ncols, 3.4 * len(curves)),
                              squeeze=False)
-    for i, (name, train, test) in enumerate(curves):
-        tr_acc, va_acc, tr_loss, va_loss = learning_columns(train, test)
+    for i, curve in enumerate(curves):
+        name, seeds = curve[0], _seed_curves(curve)
         ax = axes[i][0]
-        drew = _plot_series(ax, train, tr_acc, "train")
-        drew |= _plot_series(ax, test, va_acc, "validation", "-")
+        drew = False
+        for k, (label, train, test) in enumerate(seeds):
+            tr_acc, va_acc, _, _ = learning_columns(train, test)
+            # One colour per seed, validation dashed; a single run keeps the default colours.
+            colour, dash = (None, "-") if label is None else ("C%d" % k, "--")
+            drew |= _plot_series(ax, train, tr_acc, _label("train", label), "-", colour)
+            drew |= _plot_series(ax, test, va_acc, _label("validation", label), dash, colour)
         ax.set_title("%s: accuracy" % name, fontsize=10)
         ax.set_xlabel("iteration")
         ax.set_ylabel("accuracy")
@@ -96,11 +115,16 @@ def figure_learning(curves, stem, title, with_loss=True):
             ax.text(0.5, 0.5, "no accuracy in the log", ha="center", transform=ax.transAxes)
         if with_loss:
             ax = axes[i][1]
-            drew = _plot_series(ax, train, tr_loss, "train")
-            drew |= _plot_series(ax, test, va_loss, "validation")
+            drew, values = False, []
+            for k, (label, train, test) in enumerate(seeds):
+                _, _, tr_loss, va_loss = learning_columns(train, test)
+                colour, dash = (None, "-") if label is None else ("C%d" % k, "--")
+                drew |= _plot_series(ax, train, tr_loss, _label("train", label), "-", colour)
+                drew |= _plot_series(ax, test, va_loss, _label("validation", label), dash,
+                                     colour)
+                values += [r[c] for rows, c in ((train, tr_loss), (test, va_loss)) if c
+                           for r in rows if r.get(c) is not None and r[c] > 0]
             ax.set_title("%s: loss" % name, fontsize=10)
-            values = [r[c] for rows, c in ((train, tr_loss), (test, va_loss)) if c
-                      for r in rows if r.get(c) is not None and r[c] > 0]
             if values and max(values) / min(values) > 50:
                 ax.set_yscale("log")  # an early spike would flatten the rest of the curve
             ax.set_xlabel("iteration")
@@ -217,4 +241,22 @@ def scatter_figure(points, colourings, stem, title):
         ax.set_yticks([])
         ax.legend(fontsize=6, markerscale=1.2)
     fig.suptitle(title)
+    return save(fig, stem)
+
+
+def reliability_figure(curves, stem, title="Reliability diagram"):
+    """Calibration: mean predicted p(malignant) against the fraction malignant, per bin.
+    curves: [(label, bins as calibration.reliability gives them, ECE)]."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.6))
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfectly calibrated")
+    for label, bins, ece in curves:
+        used = [b for b in bins if b["count"]]
+        ax.plot([b["mean_prob"] for b in used], [b["frac_malignant"] for b in used],
+                marker="o", markersize=3, label="%s (ECE %.3f)" % (label, ece))
+    ax.set_xlabel("mean predicted p(malignant) in bin")
+    ax.set_ylabel("fraction malignant in bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title)
     return save(fig, stem)

@@ -2,12 +2,17 @@
 
 A row reports the snapshot chosen on validation: its validation metrics (Tables 1 and 3) or its
 test metrics (Table 2). Rows of experiments not run yet show the paper's value and "not run".
+An experiment repeated over seeds shows mean +- sd over its seeds (each at its own chosen
+snapshot), the per-seed values beside them, then the paper's number.
 """
 import csv
 import io
 import os
 
+import numpy as np
+
 from deepmammo.atomic import write_text
+from deepmammo.evaluate.runinfo import seed_label
 from deepmammo.report import paper
 
 LABELS = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall",
@@ -68,8 +73,38 @@ def table_rows(spec, runs, decision="argmax"):
                        engine=results.get("engine"), run_dir=run.run_dir,
                        results=results.get("_path"),
                        seed=run.info.get("seed"))
+            if len(run.repeats) > 1:
+                _over_seeds(row, spec, run, decision)
         rows.append(row)
     return rows
+
+
+def _chosen(run, split):
+    return run.chosen_val() if split == "val" else run.chosen_test()
+
+
+def _over_seeds(row, spec, run, decision):
+    """Replace a row's numbers by mean and sd over the runs of its repeat (each at its own
+    snapshot chosen on validation), keeping each seed's value. Seeds without results on the
+    table's split are left out and named in `missing_seeds`."""
+    members = [(m, _chosen(m, spec["split"])) for m in run.repeats]
+    scored = [(m, e) for m, e in members if e is not None]
+    row["seeds"] = [seed_label(m.info) for m, _ in scored]
+    row["missing_seeds"] = [seed_label(m.info) for m, e in members if e is None]
+    row["snapshot"] = "iter " + "/".join(str(e.get("iteration")) for _, e in scored)
+    row["run_dir"] = ";".join(m.run_dir for m, _ in scored)
+    row["seed"] = ";".join(row["seeds"])
+    for metric in spec["metrics"]:
+        values = []
+        for _, entry in scored:
+            values.append(entry.get("epoch") if metric == "epochs"
+                          else _entry_scores(entry, decision)[0].get(metric))
+        values = [v for v in values if v is not None]
+        row[metric + "_seeds"] = values
+        row[metric] = float(np.mean(values)) if values else None
+        row[metric + "_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        # A single run's bootstrap interval does not describe the spread over seeds.
+        row[metric + "_low"] = row[metric + "_high"] = None
 
 
 def _fmt(value, metric):
@@ -87,20 +122,31 @@ def to_markdown(spec, rows):
     for metric in spec["metrics"]:
         head += ["%s (ours)" % LABELS[metric], "%s (paper)" % LABELS[metric]]
     head += ["Snapshot", "n"]
-    lines = ["**%s** (%s set; snapshot chosen on validation; decisions %s)" % (
+    repeated = any(row.get("seeds") for row in rows)
+    lines = ["**%s** (%s set; snapshot chosen on validation; decisions %s%s)" % (
         spec["title"], "validation" if spec["split"] == "val" else "test",
         "at argmax, as in the paper" if decision == "argmax"
-        else "at the threshold fitted on validation"), "",
+        else "at the threshold fitted on validation",
+        "; repeated runs: mean ± sd over seeds (each seed's value)" if repeated else ""), "",
         "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["model"]]
         for metric in spec["metrics"]:
             ours = _fmt(row.get(metric), metric)
-            if row.get(metric + "_low") is not None:
+            if row.get(metric + "_seeds"):
+                # mean +- sd over seeds, then each seed's value
+                ours += " ± %s (%s)" % (_fmt(row.get(metric + "_sd"), metric),
+                                        ", ".join(_fmt(v, metric)
+                                                  for v in row[metric + "_seeds"]))
+            elif row.get(metric + "_low") is not None:
                 ours += " [%s, %s]" % (_fmt(row[metric + "_low"], metric),
                                        _fmt(row[metric + "_high"], metric))
             cells += [ours, _fmt(row.get(metric + "_paper"), metric)]
-        cells += [row.get("snapshot") or row["status"], str(row.get("n", "-"))]
+        snapshot = row.get("snapshot") or row["status"]
+        if row.get("seeds"):
+            snapshot = "%d seeds (%s): %s" % (len(row["seeds"]), ", ".join(row["seeds"]),
+                                               snapshot)
+        cells += [snapshot, str(row.get("n", "-"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -108,8 +154,10 @@ def to_markdown(spec, rows):
 def csv_columns(spec):
     cols = ["model", "experiment", "status", "decision"]
     for metric in spec["metrics"]:
-        cols += [metric, metric + "_low", metric + "_high", metric + "_paper"]
-    return cols + ["snapshot", "iteration", "n", "engine", "seed", "run_dir", "results"]
+        cols += [metric, metric + "_low", metric + "_high", metric + "_sd", metric + "_seeds",
+                 metric + "_paper"]
+    return cols + ["snapshot", "iteration", "n", "engine", "seed", "seeds", "run_dir",
+                   "results"]
 
 
 def to_csv(spec, rows):
@@ -117,9 +165,14 @@ def to_csv(spec, rows):
     writer = csv.DictWriter(buf, fieldnames=csv_columns(spec), extrasaction="ignore",
                             lineterminator="\n")
     writer.writeheader()
+    def cell(v):
+        if v is None:
+            return ""
+        if isinstance(v, list):
+            return ";".join(cell(x) for x in v)
+        return "%.6g" % v if isinstance(v, float) else v
     for row in rows:
-        writer.writerow({k: ("" if v is None else ("%.6g" % v if isinstance(v, float) else v))
-                         for k, v in row.items()})
+        writer.writerow({k: cell(v) for k, v in row.items()})
     return buf.getvalue()
 
 
@@ -140,11 +193,11 @@ def runs_table(runs):
     metrics side by side. The paper's tables only name its six experiments; this one shows all."""
     spec = {"title": "All evaluated runs", "split": "both",
             "metrics": ("accuracy", "precision", "recall", "roc_auc")}
-    lines = ["| Experiment | Snapshot | Split | n | Accuracy | Precision | Recall | ROC AUC |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| Experiment | Seed | Snapshot | Split | n | Accuracy | Precision | Recall | "
+             "ROC AUC |", "|---|---|---|---|---|---|---|---|---|"]
     rows = []
-    for experiment, run in sorted(runs.items()):
-        for split, entry in (("val", run.chosen_val()), ("test", run.chosen_test())):
+    for experiment, member in ((e, m) for e, run in sorted(runs.items()) for m in run.repeats):
+        for split, entry in (("val", member.chosen_val()), ("test", member.chosen_test())):
             if entry is None:
                 continue
             m, ci = entry["metrics"], entry.get("ci") or {}
@@ -154,9 +207,12 @@ def runs_table(runs):
                 if ci.get(metric):
                     value += " [%.3f, %.3f]" % tuple(ci[metric])
                 return value
-            lines.append("| %s | %s | %s | %d | %s |" % (
-                experiment, os.path.basename(entry["snapshot"]), split, m["n"],
-                " | ".join(cell(k) for k in spec["metrics"])))
+            lines.append("| %s | %s | %s | %s | %d | %s |" % (
+                experiment, seed_label(member.info), os.path.basename(entry["snapshot"]),
+                split, m["n"], " | ".join(cell(k) for k in spec["metrics"])))
             rows.append({"experiment": experiment, "split": split,
+                         "seed": member.info.get("seed"),
+                         "data_seed": member.info.get("data_seed"),
+                         "run_dir": member.run_dir,
                          "snapshot": os.path.basename(entry["snapshot"]), **m})
     return "\n".join(lines) + "\n", rows
