@@ -165,7 +165,8 @@ DEMO_SEEDS ?= 1,2,3
 demo: $(STAMP) ## the whole path on a small synthetic archive, in minutes on a CPU
 	$(MAKE) --no-print-directory demo-levynet SEEDS=$(DEMO_SEEDS)
 	$(MAKE) --no-print-directory demo-googlenet
-	$(DM) report --runs runs --name demo --alias demo-levynet=levynet --alias demo-googlenet=googlenet-deeper
+	$(DM) report --runs runs --name demo --alias demo-levynet=levynet \
+	  --alias demo-googlenet=googlenet-deeper --compare googlenet-deeper:levynet
 
 # ---------------- beyond the paper (repeats, comparisons, external validation)
 .PHONY: compare external
@@ -175,7 +176,7 @@ compare: $(STAMP) ## the paper's pairwise claims tested (DeLong, McNemar, patien
 
 # External validation: build a dataset from another archive's cases table with the run's grey
 # mapping (e.g. make data-large-noaug CASES=data/cases/mias/cases.csv GREY=full-range), then
-#   make external RUN=runs/levynet/latest EXTERNAL=data/datasets/mias/seed0/large-noaug
+#   make external RUN=runs/levynet/latest EXTERNAL=data/datasets/mias/seed0/proportional2-none
 EXTERNAL_SPLITS ?= test
 EXTERNAL_NAME ?= $(subst /,-,$(patsubst data/datasets/%,%,$(patsubst %/,%,$(EXTERNAL))))
 external: $(STAMP) ## score RUN on EXTERNAL (another archive's dataset) with RUN's own mean and grey mapping
