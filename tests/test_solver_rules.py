@@ -2,7 +2,7 @@
 check of Caffe's own test_gradient_based_solver.cpp), on a stand-in net with two blobs.
 
 E = 1/(2N) ||X w + b - y||^2, plus weight decay lambda/2 ||w||^2 (L2) or lambda |w| (L1).
-The reference below is written from the formulas in caffe-semantics.md, in float64 numpy, so it
+The reference below is written from Caffe's update formulas (docs/engine.md), in float64 numpy, so it
 shares no code with the torch update ops under test.
 """
 import math

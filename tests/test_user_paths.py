@@ -80,13 +80,19 @@ def test_a_config_only_experiment_trains_and_evaluates_through_make(data, worksp
 def test_repeats_make_one_grouped_run_per_seed(data, workspace):
     _, _, dataset = data
     proc = dm("experiment", "configs/tiny.yaml", f"dataset={dataset}", "seeds=1,2",
-              "max_iter=4", cwd=workspace)
+              "max_iter=8", "--evaluate", cwd=workspace)
     folders = sorted(glob.glob(os.path.join(workspace, "runs", "tiny", "*-seed*")))
     assert [f[-5:] for f in folders] == ["seed1", "seed2"], proc.stdout
     records = [json.load(open(os.path.join(f, "provenance.json"))) for f in folders]
     assert [r["seed"] for r in records] == [1, 2]
     assert records[0]["repeat_group"] == records[1]["repeat_group"] is not None
     assert latest(workspace, "tiny") == folders[-1]
+    # the tables show both seeds of the group: mean +- sd (each seed's value)
+    dm("tables", "--runs", "runs", "--alias", "tiny=levynet", "--out", "tables", cwd=workspace)
+    row = next(r for r in csv.DictReader(open(os.path.join(workspace, "tables", "table2.csv")))
+               if r["experiment"] == "levynet")
+    assert len(row["accuracy_seeds"].split(";" if ";" in row["accuracy_seeds"] else ",")) == 2
+    assert "±" in open(os.path.join(workspace, "tables", "table2.md")).read()
 
 
 def test_a_dry_run_leaves_latest_alone(data, workspace):

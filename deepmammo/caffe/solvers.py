@@ -3,7 +3,7 @@
 Each `compute_update_value(i, rate)` turns the (normalised, regularised) gradient in
 `blob.tdiff` into the step that `Net::Update` subtracts from the weights, using the history
 tensors Caffe keeps. The order of operations follows Caffe's CPU code so that float32 rounding
-stays close to it. The differences from torch.optim matter (caffe-semantics.md): Caffe's SGD keeps
+stays close to it. The differences from torch.optim matter (docs/engine.md): Caffe's SGD keeps
 the learning rate inside the momentum buffer, and its Adam puts the bias correction into the rate
 and leaves delta uncorrected.
 """
