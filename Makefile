@@ -6,7 +6,8 @@
 # Variables: ENGINE=torch|caffe DEVICE=cpu|cuda CASES=path/cases.csv DATASETS=data/datasets
 #            WEIGHTS_DIR=weights FROM_SCRATCH=1 SPLIT_MODE=paper|code AUG=code|paper|none
 #            SEED=0 (the data seed: synthesis, split, augmentation)
-#            SEEDS=1,2,3 (one run per training seed) OVERRIDES="epochs=2 seed=3" (config keys)
+#            SEEDS=1,2,3 (one run per training seed) DATA_SEEDS=0,1 (and per data seed)
+#            OVERRIDES="epochs=2 seed=3" (config keys)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTHON ?= python3
@@ -130,10 +131,21 @@ augment_of = $(if $(and $(AUG),$(filter-out none,$(call cfg,$(1),augment))),$(AU
 variant_of = $(subst :,,$(call cfg,$(1),padding))-$(call augment_of,$(1))
 
 .PHONY: $(EXPERIMENTS)
+ifeq ($(DATA_SEEDS),)
 $(EXPERIMENTS): %: $$(DATASETS)/$$(call variant_of,$$*)/build.json | $(STAMP)
 	$(DM) experiment --engine $(ENGINE) --device $(DEVICE) --evaluate configs/$@.yaml \
 	  dataset=$(DATASETS)/$(call variant_of,$@) augment=$(call augment_of,$@) \
 	  data_seed=$(SEED) $(if $(SEEDS),seeds=$(SEEDS)) $(OVERRIDES)
+else
+# DATA_SEEDS=0,1,2: the experiment once per data seed (its own split and augmentation; with the
+# synthetic default CASES, its own archive), each with SEEDS, all in one repeat group.
+REPEAT_STAMP := $(shell date +%Y%m%d-%H%M%S)
+$(EXPERIMENTS): %: | $(STAMP)
+	for s in $(subst $(comma), ,$(DATA_SEEDS)); do \
+	  $(MAKE) --no-print-directory $@ SEED=$$s DATA_SEEDS= \
+	    OVERRIDES='$(OVERRIDES) repeat_group=$@/$(REPEAT_STAMP)' || exit $$?; done
+endif
+comma := ,
 
 evaluate: ## evaluate every snapshot of RUN (a run folder) on DATA's val and test LMDBs
 	$(DM) eval --model $(RUN)/deploy.prototxt --snapshots '$(RUN)/*_iter_*.caffemodel' \

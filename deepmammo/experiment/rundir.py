@@ -108,9 +108,7 @@ def _run_stem(config, from_scratch, stamp=None):
     if from_scratch:
         stem += "-from-scratch"
     if config.get("repeat_group"):
-        stem += f"-seed{config['seed']}"
-        if config.get("data_seed") is not None:
-            stem += f"-data{config['data_seed']}"
+        stem += f"-seed{config['seed']}"  # data seeds of a group: -2, -3 (data_seed recorded)
     if config.get("dry_run"):
         stem += "-dry-run"
     return stem
