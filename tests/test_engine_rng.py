@@ -7,17 +7,22 @@ from-scratch LevyNet-like run with a test net. Bit-equal wherever no float arith
 layer is involved.
 """
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import deepmammo.caffe as ours
 from deepmammo.caffe import rng
+from deepmammo.caffe.caffemodel import layer_blobs, read_caffemodel
 from deepmammo.caffe.datum import array_to_datum
 from deepmammo.caffe.fillers import FillerError, fill
 from deepmammo.caffe.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.caffe.solvers import get_solver
+
+from solver_scenario import make_data, write_solver
 
 SEEDS = (1, 77, 2 ** 31 + 5)
 
@@ -305,3 +310,41 @@ def test_from_scratch_run_follows_caffe(real_caffe, tmp_path):
             for k, (a, b) in enumerate(zip(final_mine[name], final_theirs[name])):
                 np.testing.assert_allclose(a, b.reshape(a.shape), rtol=1e-5, atol=1e-7,
                                            err_msg=f"final {name}/{k}")
+
+
+# ---------------------------------------------------------------- the command line
+def test_train_from_scratch_cli_matches_caffe_and_logs_the_stream(real_caffe, tmp_path):
+    """`deepmammo train` without weights, in both engines, from the solver's random_seed:
+    the same final weights, and the log says which stream the run drew from."""
+    root = str(tmp_path)
+    net = make_data(root)
+    body = 'type: "SGD" base_lr: 0.1 momentum: 0.9 lr_policy: "fixed" max_iter: 6 display: 2'
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))] +
+        [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    for engine in ("torch", "caffe"):
+        solver = write_solver(root, engine, body, net)     # random_seed: 3
+        done = subprocess.run([sys.executable, "-m", "deepmammo", "train", "--solver", solver,
+                               "--engine", engine, "--log", os.path.join(root, f"{engine}.log")],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+    with open(os.path.join(root, "torch.log")) as fh:
+        assert "Random stream: caffe-mt19937 seed 3 " in fh.read()
+    ours_w = layer_blobs(read_caffemodel(os.path.join(root, "torch_iter_6.caffemodel")))
+    theirs_w = layer_blobs(read_caffemodel(os.path.join(root, "caffe_iter_6.caffemodel")))
+    assert sorted(ours_w) == sorted(theirs_w)
+    for name in theirs_w:
+        for a, b in zip(ours_w[name], theirs_w[name]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_each_worker_seeds_with_random_seed_plus_rank(real_caffe, tmp_path):
+    # Caffe's Solver::Init seeds with random_seed + Caffe::solver_rank().
+    net = tmp_path / "net.prototxt"
+    net.write_text(_filler_net(FILLERS["gaussian"]))
+    solver = _write_solver(tmp_path / "solver.prototxt", net, 40)
+    real_caffe.set_random_seed(42)
+    theirs = _params(real_caffe.Net(str(net), real_caffe.TRAIN))
+    with get_solver(solver, rank=2, world_size=3) as mine:
+        assert mine.random_stream.startswith("caffe-mt19937 seed 42 ")
+        _assert_params_equal(_params(mine.net), theirs, "rank 2")

@@ -281,6 +281,5 @@ def set_random_seed(seed):
 
 
 def describe():
-    """One line for logs and provenance: which stream, and its seed."""
-    s = stream()
-    return f"{NAME} (Caffe's CPU streams; this thread's seed {s.seed})"
+    """One line for logs and provenance: which stream, and the seed it started from."""
+    return f"{NAME} seed {stream().seed} (Caffe's CPU random streams)"
