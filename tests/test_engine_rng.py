@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from solver_scenario import make_data, write_solver
 
 import deepmammo.caffe as ours
 from deepmammo.caffe import rng
@@ -21,8 +22,6 @@ from deepmammo.caffe.fillers import FillerError, fill
 from deepmammo.caffe.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.caffe.solvers import get_solver
-
-from solver_scenario import make_data, write_solver
 
 SEEDS = (1, 77, 2 ** 31 + 5)
 

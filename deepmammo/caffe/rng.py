@@ -16,6 +16,7 @@ NumPy's legacy RandomState(seed) is the same mt19937 with the same seeding, so i
 outputs are Caffe's. Without a seed a thread's stream starts from the OS's entropy, as Caffe's
 does.
 """
+import math
 import os
 import threading
 
@@ -39,6 +40,29 @@ _EX = np.array(_z.EXP_X, dtype=np.float64)
 _EY = np.array(_z.EXP_Y, dtype=np.float64)
 
 
+
+
+def _fast_limits():
+    """Per low byte b of an output (bit 0 the sign, bits 1-7 the layer i): the scale that
+    turns the top 24 bits m into the signed x = m * 2^-24 * x[i] (exact: m * 2^-24 is), and
+    the smallest m whose x fails the fast test x < x[i+1]. x grows with m, so the test is
+    m < limit, in integers."""
+    layer = np.arange(256) >> 1
+    scale = _NX32[layer] * _TWO_M24
+    lo = np.zeros(256, dtype=np.int64)              # passes (m = 0 gives x = 0)
+    hi = np.full(256, 2 ** 24, dtype=np.int64)      # one past the largest m
+    for _ in range(25):
+        mid = (lo + hi) // 2
+        passes = (mid.astype(_F32) * scale).astype(np.float64) < _NX[layer + 1]
+        lo = np.where(passes, mid, lo)
+        hi = np.where(passes, hi, mid)
+    signed = np.where(np.arange(256) & 1, scale, -scale).astype(_F32)
+    return signed, hi.astype(np.uint32)
+
+
+_SIGNED_SCALE, _FAST_LIMIT = _fast_limits()
+
+
 def _expf(x):
     """expf(x) for a float x: exp in double rounded to float (glibc's expf is correctly
     rounded in all but astronomically rare cases)."""
@@ -48,8 +72,7 @@ def _expf(x):
 def unit_fast(u):
     """Whether output u, read as a normal-ziggurat try, is accepted by the fast test."""
     u = int(u)
-    i = (u & 0xFF) >> 1
-    return float(_F32(u >> 8) * _TWO_M24 * _NX32[i]) < _NX[i + 1]
+    return (u >> 8) < int(_FAST_LIMIT[u & 0xFF])
 
 
 def _wedge(x, layer, y01):
@@ -160,19 +183,20 @@ class CaffeRNG:
         yields that value when the tries run in order (`emit`), and the positions of the tries
         that must run one by one (`scalar`, sorted)."""
         size = len(block)
-        layer = ((block & 0xFF) >> 1).astype(np.intp)
-        x = (block >> 8).astype(_F32) * _TWO_M24 * _NX32[layer]
-        fast = x.astype(np.float64) < _NX[layer + 1]
+        low = block & 0xFF
+        top = block >> 8
+        unit = top.astype(_F32) * _SIGNED_SCALE.take(low)
+        fast = top < _FAST_LIMIT.take(low)
         miss = np.flatnonzero(~fast)
+        layer = low[miss] >> 1
         nxt = np.minimum(miss + 1, size - 1)
         y01 = block[nxt].astype(_F32) * _TWO_M32
-        hard = ((layer[miss] == 0) | (miss + 1 >= size) | ~fast[nxt] | (y01 >= _F32(1.0)))
+        hard = (layer == 0) | (miss + 1 >= size) | ~fast[nxt] | (y01 >= _F32(1.0))
         simple = miss[~hard]
-        accept = _wedge(x[simple], layer[simple], y01[~hard])
+        accept = _wedge(np.abs(unit[simple]), layer[~hard].astype(np.intp), y01[~hard])
         emit = fast.copy()
         emit[simple + 1] = False             # the wedge test's draw is no try
         emit[simple] = accept
-        unit = np.where(block & 1, x, -x)
         return unit, emit, miss[hard]
 
     def _take(self, block, pos):
@@ -255,7 +279,8 @@ class CaffeRNG:
             p = float(p)
             if p == 0.0:
                 return np.zeros(n, dtype=bool)
-            return self.raw(n).astype(np.float64) <= p * 4294967295.0
+            # u is exact in double, so double(u) <= P is u <= floor(P): one integer compare.
+            return self.raw(n) <= np.uint32(math.floor(p * 4294967295.0))
         p = _F32(p)
         if p == 0:
             return np.zeros(n, dtype=bool)

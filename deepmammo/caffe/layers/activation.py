@@ -88,7 +88,11 @@ class Dropout(Layer):
         # CPU on every device so that a GPU run drops the units a CPU run drops.
         keep = rng.stream().bernoulli(x.numel(), self.keep_probability)
         mask = torch.from_numpy(keep.reshape(tuple(x.shape)))
-        if x.device.type != "cpu":
+        if x.device.type == "cuda":
+            # From pinned memory the copy is queued behind the GPU's work instead of waiting
+            # for it, so drawing the next masks overlaps the GPU's computing.
+            mask = mask.pin_memory().to(x.device, non_blocking=True)
+        elif x.device.type != "cpu":
             mask = mask.to(x.device)
         self.mask = mask
         return [x * mask.to(x.dtype) * self.scale]
