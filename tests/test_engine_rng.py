@@ -67,6 +67,19 @@ def test_ziggurat_tables_are_recomputed_exactly():
     assert z.NORMAL_X[1] == pytest.approx(3.4426198558966521)
 
 
+def test_integer_fast_test_is_boosts_float_test():
+    # The ziggurat's fast test x < x[i+1] (x = m * 2^-24 * float(x[i])) as m < limit, checked
+    # at every layer's edges; the top layer (x[128] = 0) has no fast values at all.
+    f32 = np.float32
+    for byte in range(256):
+        limit, i = int(rng._FAST_LIMIT[byte]), byte >> 1
+        for m in {0, limit - 1, limit, 2 ** 24 - 1}:
+            if 0 <= m < 2 ** 24:
+                x = f32(m) * f32(2.0 ** -24) * f32(rng._NX[i])
+                assert (float(x) < rng._NX[i + 1]) == (m < limit), (byte, m)
+    assert int(rng._FAST_LIMIT[254]) == int(rng._FAST_LIMIT[255]) == 0
+
+
 def test_gaussian_blocks_continue_the_stream():
     # Values drawn in pieces are the values drawn at once: no output is skipped or reused,
     # whatever the block boundaries cut through (wedge tests, tails).

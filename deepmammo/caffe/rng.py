@@ -40,8 +40,6 @@ _EX = np.array(_z.EXP_X, dtype=np.float64)
 _EY = np.array(_z.EXP_Y, dtype=np.float64)
 
 
-
-
 def _fast_limits():
     """Per low byte b of an output (bit 0 the sign, bits 1-7 the layer i): the scale that
     turns the top 24 bits m into the signed x = m * 2^-24 * x[i] (exact: m * 2^-24 is), and
@@ -49,8 +47,10 @@ def _fast_limits():
     m < limit, in integers."""
     layer = np.arange(256) >> 1
     scale = _NX32[layer] * _TWO_M24
-    lo = np.zeros(256, dtype=np.int64)              # passes (m = 0 gives x = 0)
-    hi = np.full(256, 2 ** 24, dtype=np.int64)      # one past the largest m
+    # lo: the largest m known to pass (-1: none; the top layer, whose x[i+1] is 0, passes
+    # none), hi: the smallest m known to fail (2^24: none).
+    lo = np.full(256, -1, dtype=np.int64)
+    hi = np.full(256, 2 ** 24, dtype=np.int64)
     for _ in range(25):
         mid = (lo + hi) // 2
         passes = (mid.astype(_F32) * scale).astype(np.float64) < _NX[layer + 1]
