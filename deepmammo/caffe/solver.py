@@ -119,8 +119,12 @@ class Solver:
         self.iter = 0
         self.current_step = 0
         self._check()
+        # Caffe's order: seed (each worker its own: random_seed + rank), then the train net,
+        # then the test nets, all drawing from this thread's stream (docs/random-streams.md).
         if self.param.random_seed >= 0:
             _set_random_seed(self.param.random_seed + rank)
+        self.random_stream = _random_stream()
+        self._log(f"Random stream: {self.random_stream}")
         self.net = self._init_train_net()
         self.test_nets = self._init_test_nets()
         self._losses, self._smoothed_loss = [], 0.0
@@ -611,6 +615,12 @@ def _find_learned_net(learned_net, state_path):
 def _set_random_seed(seed):
     from deepmammo.caffe.rng import set_random_seed
     set_random_seed(seed)
+
+
+def _random_stream():
+    """Which random stream the nets draw from, for logs and provenance."""
+    from deepmammo.caffe.rng import describe
+    return describe()
 
 
 def _progress_bar(total, start, enabled):

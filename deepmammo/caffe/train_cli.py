@@ -159,7 +159,8 @@ def _train_one(param, args, log_path):
                                                      args.sighup_effect) as request:
         with create_solver(param, source=args.solver, log=log) as solver:
             solver.action_request = request
-            logger.info("log: %s (CSV: %s)", log.path, log.csv_path)
+            logger.info("log: %s (CSV: %s); random stream: %s", log.path, log.csv_path,
+                        solver.random_stream)
             # Log lines are printed above the progress bar, not through it.
             with logging_redirect_tqdm():
                 solver.solve(args.snapshot)

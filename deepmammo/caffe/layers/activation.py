@@ -1,4 +1,6 @@
-"""ReLU (negative_slope) and Dropout (TRAIN: x * mask / (1 - ratio); TEST: identity)."""
+"""ReLU (negative_slope) and Dropout (TRAIN: x * mask * scale with Caffe's mask and scale;
+TEST: identity)."""
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -68,7 +70,11 @@ class Dropout(Layer):
         self.ratio = self.layer_param.dropout_param.dropout_ratio
         if not 0.0 <= self.ratio < 1.0:
             raise self.error(f"dropout_ratio must be in [0, 1), got {self.ratio}")
-        self.generator = rng.torch_generator(self.device)
+        # Caffe keeps the ratio as a float, and computes in double: keep probability
+        # 1 - ratio, scale float(1 / (1 - ratio)).
+        threshold = float(np.float32(self.ratio))
+        self.keep_probability = 1.0 - threshold
+        self.scale = float(np.float32(1.0 / (1.0 - threshold)))
 
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]]
@@ -78,6 +84,15 @@ class Dropout(Layer):
         if self.phase != pb.TRAIN:
             # A distinct graph node, so an in-place top still gets its own diff rule.
             return [x.view_as(x) if x.requires_grad else x]
-        keep = torch.rand(x.shape, generator=self.generator, device=x.device) >= self.ratio
-        self.mask = keep
-        return [x * keep.to(x.dtype) * (1.0 / (1.0 - self.ratio))]
+        # Caffe's mask: one Bernoulli draw per element from the thread's stream, made on the
+        # CPU on every device so that a GPU run drops the units a CPU run drops.
+        keep = rng.stream().bernoulli(x.numel(), self.keep_probability)
+        mask = torch.from_numpy(keep.reshape(tuple(x.shape)))
+        if x.device.type == "cuda":
+            # From pinned memory the copy is queued behind the GPU's work instead of waiting
+            # for it, so drawing the next masks overlaps the GPU's computing.
+            mask = mask.pin_memory().to(x.device, non_blocking=True)
+        elif x.device.type != "cpu":
+            mask = mask.to(x.device)
+        self.mask = mask
+        return [x * mask.to(x.dtype) * self.scale]

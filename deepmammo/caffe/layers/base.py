@@ -96,7 +96,12 @@ class Layer:
 
     def make_blob(self, shape, filler, index):
         blob = Blob(shape, self.device, name=f"{self.name}/{index}")
-        values = fill(filler, shape, where=f"{self.where} blob {index}")
+        if len(self.layer_param.blobs):
+            # Blobs given in the prototxt replace the fillers: Caffe then skips them, and so
+            # draws nothing from the random stream.
+            values = torch.zeros(tuple(int(d) for d in shape))
+        else:
+            values = fill(filler, shape, where=f"{self.where} blob {index}")
         blob.tdata = values.to(self.device)
         return blob
 

@@ -5,8 +5,13 @@ Data reads records in key order and wraps at the end (no shuffle: shuffle when w
 image: optional mean subtraction at its uncropped position (mean_file, full size) or per
 channel (mean_value), then a crop (random at TRAIN, centred at TEST), a mirror with
 probability 1/2 whenever `mirror: true` (any phase, as Caffe), and `scale`:
-out = (x - mean) * scale. A background thread prepares up to `prefetch` batches ahead; its
-random stream is drawn at construction, so a seeded run repeats exactly.
+out = (x - mean) * scale. A background thread prepares up to `prefetch` batches ahead.
+
+Random numbers as in Caffe (docs/random-streams.md): at construction the layer takes Caffe's
+draws from the thread's stream (two transformer seeds, the second kept, when it mirrors or
+crops at TRAIN; then the prefetch thread's seed), and the transformer draws from its own
+mt19937, per record in database order: Rand(2) for the mirror, then the crop's row and column
+offsets, each `u % n`. So crops and mirrors are real Caffe's, whatever the threads' timing.
 """
 import logging
 import os
@@ -56,13 +61,14 @@ class Input(Layer):
 class Transformer:
     """Caffe's DataTransformer for Datums, in numpy."""
 
-    def __init__(self, param, phase, datum_shape, where, seed_rng):
+    def __init__(self, param, phase, datum_shape, where, transform_rng):
+        """`transform_rng`: the transformer's own rng.CaffeRNG (None when it needs none)."""
         self.where = where
         self.crop = param.crop_size
         self.mirror = param.mirror
         self.scale = param.scale
         self.train = phase == pb.TRAIN
-        self.rng = seed_rng
+        self.rng = transform_rng
         c, h, w = datum_shape
         if self.crop and (self.crop > h or self.crop > w):
             raise ValueError(f"{where}: crop_size {self.crop} exceeds the image {h}x{w}")
@@ -179,7 +185,10 @@ class Data(Layer):
         except Exception:
             _close_reader(dp.source)     # a layer that fails to build holds no database
             raise
-        skip = int(self._seed_rng.randint(dp.rand_skip)) if dp.rand_skip else 0
+        # rand_skip (which Caffe's Data layer no longer reads) draws from the prefetch
+        # thread's stream, which Caffe's Data layer leaves unused: the main stream stays
+        # Caffe's.
+        skip = rng.CaffeRNG(self._thread_seed).randint(dp.rand_skip) if dp.rand_skip else 0
         self.top_shape = (self.batch_size,) + self.transformer.out_shape(self.datum_shape)
         self._queue = queue.Queue(maxsize=max(1, dp.prefetch))
         self._stop = threading.Event()
@@ -194,11 +203,16 @@ class Data(Layer):
         first_key, first = next(iter(self.reader))
         self.datum_shape = tuple(datum_to_array(
             datum_from_bytes(first, where=f"{dp.source}: {first_key!r}")).shape)
-        self._seed_rng = rng.numpy_rng()
+        tp = self.layer_param.transform_param
+        needs_rand = tp.mirror or (self.phase == pb.TRAIN and tp.crop_size)
+        stream = rng.stream()
+        if needs_rand:
+            stream.rand()        # BaseDataLayer::LayerSetUp's InitRand: replaced just below
+        transform_rng = rng.CaffeRNG(stream.rand()) if needs_rand else None
+        self._thread_seed = stream.rand()       # StartInternalThread: the prefetch thread's
         try:
-            self.transformer = Transformer(self.layer_param.transform_param, self.phase,
-                                           self.datum_shape, self.where,
-                                           self._seed_rng)
+            self.transformer = Transformer(tp, self.phase, self.datum_shape, self.where,
+                                           transform_rng)
         except ValueError as exc:
             raise self.error(str(exc)) from None
 
