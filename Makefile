@@ -78,6 +78,7 @@ bench: $(STAMP) caffe ## benchmarks: data, sources, engine and training figures 
 	$(PY) scripts/bench_data.py
 	$(PY) scripts/bench_engine.py
 	$(PY) scripts/bench_train.py
+	$(PY) scripts/bench_rng.py
 
 clean-venv:
 	rm -rf $(VENV)

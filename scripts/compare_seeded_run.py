@@ -24,8 +24,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from deepmammo.caffe.lmdb_io import count_records  # noqa: E402
-from deepmammo.caffe.prototxt import read_net, to_text  # noqa: E402
+from deepmammo.caffe.formats.lmdb_io import count_records  # noqa: E402
+from deepmammo.caffe.formats.prototxt import read_net, to_text  # noqa: E402
 from deepmammo.caffe.solver import read_solver_param  # noqa: E402
 
 

@@ -87,6 +87,7 @@ def test_repeats_make_one_grouped_run_per_seed(data, workspace):
     assert [r["seed"] for r in records] == [1, 2]
     assert records[0]["repeat_group"] == records[1]["repeat_group"] is not None
     assert latest(workspace, "tiny") == folders[-1]
+    assert records[1]["training"]["random_stream"].startswith("caffe-mt19937 seed 2")
     # the tables show both seeds of the group: mean +- sd (each seed's value)
     dm("tables", "--runs", "runs", "--alias", "tiny=levynet", "--out", "tables", cwd=workspace)
     row = next(r for r in csv.DictReader(open(os.path.join(workspace, "tables", "table2.csv")))

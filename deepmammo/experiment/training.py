@@ -45,7 +45,24 @@ def train(run):
     found = run.snapshots()
     update_provenance(run, "training", {
         "started": started.isoformat(timespec="seconds"), "seconds": round(seconds, 1),
-        "engine": config["engine"], "device": config["device"], "snapshots": found})
+        "engine": config["engine"], "device": config["device"], "snapshots": found,
+        "random_stream": random_stream(run)})
+    return found
+
+
+def random_stream(run):
+    """Which random numbers the run drew: the torch engine logs the stream it seeded (Caffe's
+    CPU streams, docs/random-streams.md); real Caffe draws its own."""
+    if run.config["engine"] == "caffe":
+        return f"real Caffe's own (random_seed {run.config.get('seed')})"
+    found = None
+    try:
+        with open(run.log_path, "r", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if "] Random stream: " in line:  # the last one: a resumed run logs again
+                    found = line.split("] Random stream: ", 1)[1].strip()
+    except OSError:
+        pass
     return found
 
 
