@@ -26,43 +26,26 @@ def caffe_module(engine):
 
 
 def preprocess(image, crop_size, mean=None, scale=1.0, mirror=False):
-    """One record as Caffe's DataTransformer gives it at TEST: centre crop, minus the mean, times
-    the scale.
+    """One record as Caffe's DataTransformer gives it at TEST: the engine's own transformer
+    (deepmammo.caffe.transformer), so evaluation sees exactly what the net's TEST phase saw.
 
-    image: (C, H, W) as stored in the Datum (uint8 or float). crop_size: int or (h, w); 0/None
-    keeps the full record. mean: None, a (C, H, W) mean image of the *uncropped* record size
-    (indexed at the crop's position, as Caffe indexes mean_file), or per-channel values
-    (mean_value). mirror: flip left-right, as Caffe's mirror does (after the crop).
+    image: (C, H, W) as stored in the Datum. crop_size: int, or the (h, w) of a square deploy
+    input; 0/None keeps the full record. mean: None, a (C, H, W) mean image of the *uncropped*
+    record size, or per-channel values. mirror: flip left-right (test-time augmentation).
     """
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 3:
-        raise ValueError("a record must be (channels, height, width), got shape %s"
-                         % (image.shape,))
-    c, h, w = image.shape
-    if not crop_size:
-        ch, cw = h, w
-    elif np.isscalar(crop_size):
-        ch = cw = int(crop_size)
-    else:
-        ch, cw = (int(v) for v in crop_size)
-    if ch > h or cw > w:
-        raise ValueError("record is %dx%d, smaller than the crop %dx%d" % (h, w, ch, cw))
-    # Caffe: h_off = (datum_height - crop_size) / 2 in integer arithmetic.
-    top, left = (h - ch) // 2, (w - cw) // 2
-    out = image[:, top:top + ch, left:left + cw]
-    if mean is not None:
-        mean = np.asarray(mean, dtype=np.float32)
-        if mean.ndim == 3:
-            if mean.shape != image.shape:
-                raise ValueError("mean image is %s but records are %s: a mean_file must have the "
-                                 "uncropped record size" % (mean.shape, image.shape))
-            out = out - mean[:, top:top + ch, left:left + cw]
-        else:
-            mean = mean.ravel()
-            if mean.size not in (1, c):
-                raise ValueError("mean_value needs 1 or %d values, got %d" % (c, mean.size))
-            out = out - mean.reshape(-1, 1, 1)
-    out = out * np.float32(scale)
+    from deepmammo.caffe.transformer import test_transform
+    if crop_size is not None and not np.isscalar(crop_size):
+        h, w = (int(v) for v in crop_size)
+        if h != w:
+            raise ValueError("Caffe crops squares: a %dx%d input needs records of that size "
+                             "(crop_size 0)" % (h, w))
+        crop_size = h
+    image = np.asarray(image)
+    if image.ndim == 3 and crop_size and (crop_size > image.shape[1] or
+                                          crop_size > image.shape[2]):
+        raise ValueError("record is %dx%d, smaller than the crop %dx%d"
+                         % (image.shape[1], image.shape[2], crop_size, crop_size))
+    out = test_transform(image, crop_size, mean, scale)
     if mirror:
         out = out[:, :, ::-1]
     return np.ascontiguousarray(out, dtype=np.float32)

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from deepmammo.caffe import distributed, rng
-from deepmammo.caffe.formats.binaryproto import read_mean
 from deepmammo.caffe.formats.datum import datum_from_bytes, datum_to_array
 from deepmammo.caffe.layers.base import Layer, register
 from deepmammo.caffe.proto import caffe_pb2 as pb
+from deepmammo.caffe.transformer import Transformer
 
 log = logging.getLogger(__name__)
 
@@ -56,62 +56,6 @@ class Input(Layer):
 
     def forward(self, bottoms, params):
         return None
-
-
-class Transformer:
-    """Caffe's DataTransformer for Datums, in numpy."""
-
-    def __init__(self, param, phase, datum_shape, where, transform_rng):
-        """`transform_rng`: the transformer's own rng.CaffeRNG (None when it needs none)."""
-        self.where = where
-        self.crop = param.crop_size
-        self.mirror = param.mirror
-        self.scale = param.scale
-        self.train = phase == pb.TRAIN
-        self.rng = transform_rng
-        c, h, w = datum_shape
-        if self.crop and (self.crop > h or self.crop > w):
-            raise ValueError(f"{where}: crop_size {self.crop} exceeds the image {h}x{w}")
-        self.mean = None
-        if param.HasField("mean_file") and len(param.mean_value):
-            raise ValueError(f"{where}: specify either mean_file or mean_value, not both")
-        if param.HasField("mean_file"):
-            mean = read_mean(param.mean_file)
-            if tuple(mean.shape) != tuple(datum_shape):
-                raise ValueError(f"{where}: mean_file {param.mean_file} has shape "
-                                 f"{tuple(mean.shape)}, the data {tuple(datum_shape)}")
-            self.mean = mean.astype(np.float32)
-        elif len(param.mean_value):
-            values = list(param.mean_value)
-            if len(values) != 1 and len(values) != c:
-                raise ValueError(f"{where}: {len(values)} mean_value entries for {c} channels "
-                                 "(give one, or one per channel)")
-            if len(values) == 1:
-                values = values * c
-            self.mean = np.asarray(values, dtype=np.float32).reshape(c, 1, 1)
-
-    def out_shape(self, datum_shape):
-        c, h, w = datum_shape
-        return (c, self.crop, self.crop) if self.crop else (c, h, w)
-
-    def __call__(self, arr):
-        c, h, w = arr.shape
-        do_mirror = self.mirror and self.rng.randint(2)
-        x = arr.astype(np.float32)
-        if self.mean is not None:
-            x = x - self.mean
-        if self.crop:
-            if self.train:
-                h_off = self.rng.randint(h - self.crop + 1)
-                w_off = self.rng.randint(w - self.crop + 1)
-            else:
-                h_off, w_off = (h - self.crop) // 2, (w - self.crop) // 2
-            x = x[:, h_off:h_off + self.crop, w_off:w_off + self.crop]
-        if do_mirror:
-            x = x[:, :, ::-1]
-        if self.scale != 1:
-            x = x * np.float32(self.scale)
-        return x
 
 
 _READERS = {}                # realpath -> [LMDBReader, users]: py-lmdb opens a path once
