@@ -50,16 +50,16 @@ def test_fused_update_is_bit_identical_on_cpu(tmp_path, net_path, kind):
     path = write_solver(str(tmp_path), kind, body, net_path)
     fused = _train(path, True)
     reference = _train(path, False)
-    for what, got, want in zip(("weights", "history", "update"), fused, reference):
+    for what, got, want in zip(("weights", "history", "update"), fused, reference, strict=True):
         assert len(got) == len(want)
-        for i, (a, b) in enumerate(zip(got, want)):
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
             assert torch.equal(a, b), f"{kind}: {what} {i} differs (max |d| " \
                                       f"{(a - b).abs().max().item():.3g})"
     # The run moved the weights: a no-op update would also be "identical".
     start = get_solver(path)
     with start:
         moved = [not torch.equal(a, b.tdata)
-                 for a, b in zip(fused[0], start.net.learnable_params)]
+                 for a, b in zip(fused[0], start.net.learnable_params, strict=True)]
     assert sum(moved) >= 4
 
 

@@ -19,12 +19,16 @@ import torch
 
 from deepmammo.atomic import write_bytes
 from deepmammo.caffe import lr_policy
+from deepmammo.caffe.net import resolve_losses
 from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.caffe.train_log import TrainLog, fmt
 
 logger = logging.getLogger(__name__)
 
 TRAIN, TEST = pb.TRAIN, pb.TEST
+
+# Losses kept on the device between two read-backs at most (display: 0 never reads them).
+_MAX_PENDING_LOSSES = 1000
 
 _LEGACY_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad",
                  "RMSPROP": "RMSProp", "ADADELTA": "AdaDelta", "ADAM": "Adam"}
@@ -254,8 +258,11 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self._losses, self._smoothed_loss = [], 0.0
         self._iterations_last = self.iter
-        timer = time.perf_counter()
+        timer = shown = time.perf_counter()
         bar = _progress_bar(iters, self.iter, self.progress)
+        forward_backward = getattr(self.net, "forward_backward_deferred",
+                                   self.net.forward_backward)
+        self._pending_losses = []
         try:
             while self.iter < stop_iter:
                 self.net.clear_param_diffs()
@@ -268,11 +275,12 @@ class Solver:
                 for cb in self.callbacks:
                     cb.on_start()
                 display = self.param.display and self.iter % self.param.display == 0
-                loss = np.float32(0)
-                for _ in range(self.param.iter_size):
-                    loss += np.float32(self.net.forward_backward())
-                loss /= np.float32(self.param.iter_size)
-                self._update_smoothed_loss(float(loss), start_iter)
+                # The losses stay on the device until a display (or the end of the step)
+                # reads them back: no wait for the device inside an iteration.
+                self._pending_losses.append(
+                    (self.iter, [forward_backward() for _ in range(self.param.iter_size)]))
+                if display or len(self._pending_losses) >= _MAX_PENDING_LOSSES:
+                    self._settle_losses(start_iter)
                 if display:
                     lapse = time.perf_counter() - timer
                     self._display(lapse)
@@ -282,7 +290,10 @@ class Solver:
                 self.apply_update()
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{self._smoothed_loss:.4g}", refresh=False)
+                    if time.perf_counter() - shown >= 1.0:   # a read-back a second at most
+                        self._settle_losses(start_iter)
+                        bar.set_postfix(loss=f"{self._smoothed_loss:.4g}", refresh=False)
+                        shown = time.perf_counter()
                 request = self._requested_action()
                 if ((self.param.snapshot and self.iter % self.param.snapshot == 0
                      and self.rank == 0) or request == "snapshot"):
@@ -290,7 +301,9 @@ class Solver:
                 if request == "stop":
                     self.requested_early_exit = True
                     break
+            self._settle_losses(start_iter)
         finally:
+            self._pending_losses = []
             if bar is not None:
                 bar.close()
             self.log.flush()
@@ -324,14 +337,28 @@ class Solver:
         self.log.info("Optimization Done.")
         self.log.flush()
 
-    def _update_smoothed_loss(self, loss, start_iter):
+    def _settle_losses(self, start_iter):
+        """Read the losses of the iterations since the last display back from the device (one
+        read-back) and fold them into the smoothed loss, in iteration order."""
+        pending, self._pending_losses = self._pending_losses, []
+        if not pending:
+            return
+        values = iter(resolve_losses([x for _, losses in pending for x in losses]))
+        for iteration, losses in pending:
+            loss = np.float32(0)
+            for _ in losses:
+                loss += np.float32(next(values))
+            loss /= np.float32(self.param.iter_size)
+            self._update_smoothed_loss(float(loss), start_iter, iteration)
+
+    def _update_smoothed_loss(self, loss, start_iter, iteration=None):
         average = self.param.average_loss
         if len(self._losses) < average:
             self._losses.append(loss)
             n = len(self._losses)
             self._smoothed_loss = (self._smoothed_loss * (n - 1) + loss) / n
         else:
-            idx = (self.iter - start_iter) % average
+            idx = ((self.iter if iteration is None else iteration) - start_iter) % average
             self._smoothed_loss += (loss - self._losses[idx]) / average
             self._losses[idx] = loss
 
