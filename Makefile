@@ -164,3 +164,13 @@ demo: $(STAMP) ## the whole path on a small synthetic archive, in minutes on a C
 	$(DM) experiment configs/demo-googlenet.yaml dataset=$(DATASETS)/large-aug --engine $(ENGINE) --device $(DEVICE)
 	$(MAKE) --no-print-directory evaluate RUN=runs/demo-googlenet/latest DATA=$(DATASETS)/large-aug
 	$(DM) report --runs runs --name demo --alias demo-levynet=levynet --alias demo-googlenet=googlenet-deeper
+
+# ---------------------------------------------------------------- paper-scale timing (issue 14)
+# Each experiment of `make paper` timed for a slice on a synthetic dataset of the paper's size
+# (written once under data/bench/), projected to the full run: img/s, GPU memory, minutes.
+# DEVICE=cuda for the GPU; PRECISION=fp32|tf32|bf16; BENCH_PAPER_ARGS="--iters 100" etc.
+PRECISION ?= fp32
+bench-paper: $(STAMP) ## time every paper experiment for a slice, project the full paper's minutes
+	$(PY) scripts/bench_paper.py --device $(DEVICE) --precision $(PRECISION) \
+	  --out reports/bench-paper-$(DEVICE)-$(PRECISION).json $(BENCH_PAPER_ARGS)
+.PHONY: bench-paper

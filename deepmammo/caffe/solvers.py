@@ -192,7 +192,8 @@ class AdamSolver(Solver):
         torch._foreach_mul_(m, float(beta1))
         torch._foreach_add_(m, diffs, alpha=float(_F1 - beta1))
         torch._foreach_mul_(v, float(beta2))
-        torch._foreach_add_(v, torch._foreach_mul(diffs, diffs), alpha=float(_F1 - beta2))
+        torch._foreach_mul_(diffs, diffs)    # g is not needed after this: square it in place
+        torch._foreach_add_(v, diffs, alpha=float(_F1 - beta2))
         denom = torch._foreach_sqrt(v)
         torch._foreach_add_(denom, _f32(self.param.delta))
         torch._foreach_copy_(diffs, m)
