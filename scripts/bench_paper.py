@@ -40,9 +40,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the repository's deepmammo, when run as a script
 
 
-# The experiments `make paper` runs, in its order.
+# The experiments `make paper` runs, when the configs do not say (configs with a `paper:`
+# entry are the paper's experiments).
 PAPER = ("levynet", "alexnet-noaug-small", "alexnet-noaug-large", "alexnet-aug-large",
          "googlenet-shallow", "googlenet-deeper")
+NOT_EXPERIMENTS = ("defaults", "weights")
 AUG_RECORDS, NOAUG_RECORDS, EVAL_RECORDS = 36400, 1456, 182
 SIZE = 224
 EVAL_BATCH = 32          # deepmammo eval's default --batch-size
@@ -52,9 +54,38 @@ SLICES = {"cpu": {"iters": 2, "warmup": 1, "eval_batches": 1},
 
 # ------------------------------------------------------------------------------ the data
 
+def paper_experiments():
+    """The configs that fill the paper's tables and figures (a non-empty `paper:` entry),
+    else PAPER."""
+    import yaml
+    folder = os.path.join(ROOT, "configs")
+    found = []
+    for name in sorted(os.listdir(folder)):
+        stem, ext = os.path.splitext(name)
+        if ext != ".yaml" or stem in NOT_EXPERIMENTS:
+            continue
+        with open(os.path.join(folder, name)) as f:
+            if (yaml.safe_load(f) or {}).get("paper"):
+                found.append(stem)
+    return tuple(found) or PAPER
+
+
 def dataset_variant(config):
-    """'aug' or 'noaug': which synthetic dataset stands for the config's."""
+    """'aug' or 'noaug': which synthetic dataset stands for the config's (its `augment:`, or
+    the name of its dataset folder)."""
+    if config.get("augment"):
+        return "noaug" if config["augment"] == "none" else "aug"
     return "noaug" if "noaug" in os.path.basename(os.path.normpath(config["dataset"])) else "aug"
+
+
+def _experiment_api():
+    """deepmammo.experiment's functions, as a package (experiment/resolve.py) or a module."""
+    from deepmammo import experiment
+    try:
+        from deepmammo.experiment import resolve
+    except ImportError:
+        resolve = experiment
+    return experiment, resolve
 
 
 def ensure_dataset(root, variant, train_records, eval_records, seed=0):
@@ -102,23 +133,24 @@ def _write_records(path, n, pool, split):
 def plan(name, data_root, records):
     """The experiment as `deepmammo experiment` would run it on the synthetic dataset:
     config, resolved train_val and solver, batch sizes and record counts."""
-    from deepmammo import experiment as ex
     from deepmammo.caffe.prototxt import read_net, read_solver
-    config = ex.load_config(os.path.join(ROOT, "configs", f"{name}.yaml"))
-    variant = dataset_variant(config)
+    ex, resolve = _experiment_api()
+    path = os.path.join(ROOT, "configs", f"{name}.yaml")
+    variant = dataset_variant(ex.load_config(path))
     dataset = os.path.join(data_root, variant)
-    config = dict(config, dataset=dataset)
+    config = ex.load_config(path, [("dataset", dataset)])
     net = read_net(os.path.join(ROOT, config["train_val"]))
-    layers = ex.data_layers(net, config["train_val"])
+    layers = resolve.data_layers(net, config["train_val"])
     train_batch = config.get("batch_size") or layers["TRAIN"].data_param.batch_size
     test_batch = config.get("test_batch_size") or layers["TEST"].data_param.batch_size
-    paths = ex.dataset_paths(dataset, net, config["train_val"])
+    paths = resolve.dataset_paths(dataset, net, config["train_val"])
     train_records, eval_records = records[variant], records["eval"]
-    solver, _ = ex.resolve_solver(read_solver(os.path.join(ROOT, config["solver"])), config,
-                                  train_records, eval_records, train_batch, test_batch)
+    solver, _ = resolve.resolve_solver(read_solver(os.path.join(ROOT, config["solver"])),
+                                       config, train_records, eval_records, train_batch,
+                                       test_batch)
     return {"name": name, "config": config, "variant": variant, "dataset": dataset,
-            "train_val": ex.resolve_net(net, paths, config.get("batch_size"),
-                                        config.get("test_batch_size")),
+            "train_val": resolve.resolve_net(net, paths, config.get("batch_size"),
+                                             config.get("test_batch_size")),
             "solver": solver, "train_batch": train_batch, "test_batch": test_batch,
             "train_records": train_records, "eval_records": eval_records,
             "deploy": os.path.join(ROOT, config["deploy"])}
@@ -303,7 +335,8 @@ def parse_args(argv):
                                               "CPU, 40 on CUDA)")
     ap.add_argument("--warmup", type=int, help="untimed iterations first (1 / 10)")
     ap.add_argument("--eval-batches", type=int, help="timed test and eval batches (1 / 10)")
-    ap.add_argument("--experiments", default=",".join(PAPER))
+    ap.add_argument("--experiments", help="comma-separated config names (default: the "
+                                           "paper's experiments)")
     ap.add_argument("--data", default=os.path.join(ROOT, "data", "bench"),
                     help="where the synthetic LMDBs are kept (default data/bench)")
     ap.add_argument("--aug-records", type=int, default=AUG_RECORDS)
@@ -316,8 +349,9 @@ def parse_args(argv):
             setattr(args, key, value)
     if min(args.iters, args.eval_batches) < 1 or args.warmup < 0:
         ap.error("--iters and --eval-batches must be at least 1, --warmup at least 0")
-    unknown = [e for e in args.experiments.split(",") if e not in PAPER
-               and not os.path.isfile(os.path.join(ROOT, "configs", f"{e}.yaml"))]
+    args.experiments = args.experiments or ",".join(paper_experiments())
+    unknown = [e for e in args.experiments.split(",")
+               if not os.path.isfile(os.path.join(ROOT, "configs", f"{e}.yaml"))]
     if unknown:
         ap.error(f"no config for {', '.join(unknown)} (configs/<name>.yaml)")
     return args
@@ -346,8 +380,8 @@ def main(argv=None):
     records = {"aug": args.aug_records, "noaug": args.noaug_records, "eval": args.eval_records}
     experiments = args.experiments.split(",")
     variants = set()
+    load_config = _experiment_api()[0].load_config
     for name in experiments:
-        from deepmammo.experiment import load_config
         variants.add(dataset_variant(load_config(os.path.join(ROOT, "configs",
                                                               f"{name}.yaml"))))
     for variant in sorted(variants):
