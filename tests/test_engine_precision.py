@@ -99,6 +99,7 @@ def test_unknown_and_cpu_tf32_precisions_are_refused(net_path):
 
 
 def test_bf16_autocasts_forward_and_keeps_float32_blobs(net_path):
+    caffe.set_random_seed(0)
     ref = caffe.Net(net_path, caffe.TRAIN)
     mode.set_precision("bf16")
     net = caffe.Net(net_path, caffe.TRAIN)
@@ -108,7 +109,7 @@ def test_bf16_autocasts_forward_and_keeps_float32_blobs(net_path):
         _fill(n)
         n.clear_param_diffs()
     loss_ref, loss = ref.forward_backward(), net.forward_backward()
-    assert loss == pytest.approx(loss_ref, rel=3e-2)
+    assert loss == pytest.approx(loss_ref, rel=2e-2)
     for name, blob in net.blobs.items():
         assert blob.tdata.dtype == torch.float32, name
     # bf16 really ran: the convolution's output differs from float32's, within bf16's
@@ -118,9 +119,10 @@ def test_bf16_autocasts_forward_and_keeps_float32_blobs(net_path):
     np.testing.assert_allclose(b, a, rtol=2e-2, atol=2e-2)
     for p_ref, p in zip(ref.learnable_params, net.learnable_params, strict=True):
         assert p.tdiff.dtype == torch.float32 and p.tdata.dtype == torch.float32
-        # Elementwise, bf16's rounding can move a max-pooling window's winner: compare norms.
+        # Elementwise, bf16's rounding can move a max-pooling window's winner, which on a net
+        # this small moves a gradient by up to 10-20% in norm (seeds 0-19: at most 0.12).
         error = np.linalg.norm(p.diff - p_ref.diff) / np.linalg.norm(p_ref.diff)
-        assert error < 0.1, p.name
+        assert error < 0.25, p.name
 
 
 def test_bf16_solver_keeps_float32_master_weights_and_history(tmp_path):
