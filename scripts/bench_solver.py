@@ -53,8 +53,8 @@ def main(argv=None):
     ap.add_argument("--gpu", type=int)
     args = ap.parse_args(argv)
     import deepmammo.caffe as caffe
-    from deepmammo.caffe.prototxt import to_text
     from deepmammo.caffe.proto import caffe_pb2 as pb
+    from deepmammo.caffe.prototxt import to_text
     from deepmammo.caffe.solvers import get_solver
     if args.gpu is not None:
         caffe.set_device(args.gpu)
