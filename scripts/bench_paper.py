@@ -52,6 +52,16 @@ SLICES = {"cpu": {"iters": 2, "warmup": 1, "eval_batches": 1},
           "cuda": {"iters": 40, "warmup": 10, "eval_batches": 10}}
 
 
+def formats(name):
+    """deepmammo.caffe.formats.<name> (prototxt, datum, lmdb_io, binaryproto), or
+    deepmammo.caffe.<name> where the file formats are not in their own package."""
+    import importlib
+    try:
+        return importlib.import_module(f"deepmammo.caffe.formats.{name}")
+    except ImportError:
+        return importlib.import_module(f"deepmammo.caffe.{name}")
+
+
 # ------------------------------------------------------------------------------ the data
 
 def paper_experiments():
@@ -92,7 +102,7 @@ def ensure_dataset(root, variant, train_records, eval_records, seed=0):
     """root/<variant>/{train,val,test}_lmdb and mean.binaryproto of random 3x224x224 records
     (grey replicated to 3 channels, as `deepmammo lmdb` writes them), written once."""
     from deepmammo.atomic import write_text
-    from deepmammo.caffe.binaryproto import write_mean
+    write_mean = formats("binaryproto").write_mean
     folder = os.path.join(root, variant)
     want = {"train": train_records, "val": eval_records, "test": eval_records, "size": SIZE,
             "seed": seed}
@@ -117,15 +127,14 @@ def ensure_dataset(root, variant, train_records, eval_records, seed=0):
 def _write_records(path, n, pool, split):
     from tqdm import tqdm
 
-    from deepmammo.caffe.datum import array_to_datum, datum_to_bytes
-    from deepmammo.caffe.lmdb_io import LMDBWriter, lmdb_key
-    values = [[datum_to_bytes(array_to_datum(np.broadcast_to(img, (3, SIZE, SIZE)),
-                                             label=label)) for img in pool] for label in (0, 1)]
-    with LMDBWriter(path) as db:
+    datum, lmdb_io = formats("datum"), formats("lmdb_io")
+    values = [[datum.datum_to_bytes(datum.array_to_datum(
+        np.broadcast_to(img, (3, SIZE, SIZE)), label=label)) for img in pool] for label in (0, 1)]
+    with lmdb_io.LMDBWriter(path) as db:
         for i in tqdm(range(n), desc=f"bench {os.path.basename(os.path.dirname(path))} "
                                      f"{split}", unit="rec", leave=False):
             label = i % 2
-            db.put(lmdb_key(i, f"bench{i}"), values[label][(i // 2) % len(pool)])
+            db.put(lmdb_io.lmdb_key(i, f"bench{i}"), values[label][(i // 2) % len(pool)])
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -133,7 +142,7 @@ def _write_records(path, n, pool, split):
 def plan(name, data_root, records):
     """The experiment as `deepmammo experiment` would run it on the synthetic dataset:
     config, resolved train_val and solver, batch sizes and record counts."""
-    from deepmammo.caffe.prototxt import read_net, read_solver
+    read_net, read_solver = formats("prototxt").read_net, formats("prototxt").read_solver
     ex, resolve = _experiment_api()
     path = os.path.join(ROOT, "configs", f"{name}.yaml")
     variant = dataset_variant(ex.load_config(path))
@@ -176,7 +185,7 @@ def time_training(p, folder, iters, warmup):
     """(train images/s, peak GPU bytes or None, the trained net) for a slice of training."""
     import torch
 
-    from deepmammo.caffe.prototxt import to_text
+    to_text = formats("prototxt").to_text
     from deepmammo.caffe.solvers import create_solver
     from deepmammo.caffe.train_log import TrainLog
     net_path = os.path.join(folder, f"{p['name']}_train_val.prototxt")
@@ -214,7 +223,7 @@ def time_training(p, folder, iters, warmup):
 def time_test_phase(p, folder, batches):
     """Images/s of the TEST-phase train_val net (what the solver's tests run)."""
     import deepmammo.caffe as caffe
-    from deepmammo.caffe.prototxt import to_text
+    to_text = formats("prototxt").to_text
     net_path = os.path.join(folder, f"{p['name']}_test.prototxt")
     with open(net_path, "w") as f:
         f.write(to_text(p["train_val"]))
@@ -236,7 +245,7 @@ def time_evaluation(p, weights, batches):
     """(seconds to load the deploy net and a snapshot, images/s of forward_probs), as
     `deepmammo eval` spends them per snapshot."""
     import deepmammo.caffe as caffe
-    from deepmammo.caffe.binaryproto import read_mean
+    read_mean = formats("binaryproto").read_mean
     from deepmammo.evaluate.predict import forward_probs
     mean = read_mean(os.path.join(p["dataset"], "mean.binaryproto"))
     rng = np.random.RandomState(1)

@@ -52,10 +52,12 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=7, help="alternating rounds per path")
     ap.add_argument("--gpu", type=int)
     args = ap.parse_args(argv)
+    from bench_paper import formats
+
     import deepmammo.caffe as caffe
     from deepmammo.caffe.proto import caffe_pb2 as pb
-    from deepmammo.caffe.prototxt import to_text
     from deepmammo.caffe.solvers import get_solver
+    to_text = formats("prototxt").to_text
     if args.gpu is not None:
         caffe.set_device(args.gpu)
         caffe.set_mode_gpu()

@@ -150,10 +150,11 @@ def data_layer(device):
 
 def bench(device, iterations):
     import torch
+    from bench_engine import BATCH, write_bench_nets
+
     import deepmammo.caffe as caffe
     from deepmammo.caffe import mode
     from deepmammo.caffe.timing import conv_ip_flops, time_net
-    from bench_engine import BATCH, write_bench_nets
     paths = write_bench_nets()
     name = torch.cuda.get_device_name(torch.device(device))
     for net_name, path in paths.items():

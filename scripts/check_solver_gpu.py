@@ -29,10 +29,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+from solver_scenario import make_data, params_of, write_solver  # noqa: E402
+
 import deepmammo.caffe as caffe  # noqa: E402
 from deepmammo.caffe.solvers import get_solver  # noqa: E402
-
-from solver_scenario import make_data, params_of, write_solver  # noqa: E402
 
 SCHEDULES = {
     "SGD": 'type: "SGD" base_lr: 0.1 momentum: 0.9 lr_policy: "step" gamma: 0.5 stepsize: 4 '

@@ -44,9 +44,9 @@ def test_bench_paper_times_and_projects_on_cpu(tmp_path):
     assert bench.ensure_dataset(str(tmp_path / "bench"), "aug", 96, 30) == str(folder)
     assert (folder / "bench.json").stat().st_mtime_ns == stamp
     bench.ensure_dataset(str(tmp_path / "bench"), "aug", 50, 30)
-    from deepmammo.caffe.lmdb_io import count_records
-    assert count_records(str(folder / "train_lmdb")) == 50
-    assert count_records(str(folder / "val_lmdb")) == 30
+    count = bench.formats("lmdb_io").count_records
+    assert count(str(folder / "train_lmdb")) == 50
+    assert count(str(folder / "val_lmdb")) == 30
 
 
 def _load_script():
