@@ -112,6 +112,8 @@ def ensure_dataset(root, variant, train_records, eval_records, seed=0):
             if json.load(f) == want:
                 return folder
     os.makedirs(folder, exist_ok=True)
+    if os.path.exists(record):
+        os.remove(record)      # written last: an interrupted rewrite is not taken as complete
     rng = np.random.RandomState(seed)
     # A pool of distinct images, cycled: random bytes for 36,400 records would take longer
     # than writing them, and the Data layer decodes each record alike whatever it holds.
@@ -182,12 +184,13 @@ def _sync(device):
 
 
 def time_training(p, folder, iters, warmup):
-    """(train images/s, peak GPU bytes or None, the trained net) for a slice of training."""
+    """(train images/s, peak GPU bytes or None, the trained weights' path) for a slice of
+    training."""
     import torch
 
-    to_text = formats("prototxt").to_text
     from deepmammo.caffe.solvers import create_solver
     from deepmammo.caffe.train_log import TrainLog
+    to_text = formats("prototxt").to_text
     net_path = os.path.join(folder, f"{p['name']}_train_val.prototxt")
     with open(net_path, "w") as f:
         f.write(to_text(p["train_val"]))
@@ -245,8 +248,8 @@ def time_evaluation(p, weights, batches):
     """(seconds to load the deploy net and a snapshot, images/s of forward_probs), as
     `deepmammo eval` spends them per snapshot."""
     import deepmammo.caffe as caffe
-    read_mean = formats("binaryproto").read_mean
     from deepmammo.evaluate.predict import forward_probs
+    read_mean = formats("binaryproto").read_mean
     mean = read_mean(os.path.join(p["dataset"], "mean.binaryproto"))
     rng = np.random.RandomState(1)
     images = rng.randint(0, 256, (batches * EVAL_BATCH, 3, SIZE, SIZE)).astype(np.uint8)
