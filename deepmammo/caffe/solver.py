@@ -452,7 +452,7 @@ class Solver:
 
     def _update_groups(self, rate):
         """Blobs grouped by (local rate, decay): a _foreach_* op takes one scalar per call.
-        The paper's nets have two groups (weights; biases with lr_mult 2 and no decay)."""
+        The paper's nets have 3-6 groups (GoogLeNet's 116 blobs: 6)."""
         by_key = {}
         wd = np.float32(self.param.weight_decay)
         for i, blob in enumerate(self.net.learnable_params):
