@@ -169,6 +169,7 @@ demo: $(STAMP) ## the whole path on a small synthetic archive, in minutes on a C
 # Each experiment of `make paper` timed for a slice on a synthetic dataset of the paper's size
 # (written once under data/bench/), projected to the full run: img/s, GPU memory, minutes.
 # DEVICE=cuda for the GPU; PRECISION=fp32|tf32|bf16; BENCH_PAPER_ARGS="--iters 100" etc.
+# (BENCH_PAPER_ARGS=--baseline: the per-blob update and per-iteration loss read-back of before)
 PRECISION ?= fp32
 bench-paper: $(STAMP) ## time every paper experiment for a slice, project the full paper's minutes
 	$(PY) scripts/bench_paper.py --device $(DEVICE) --precision $(PRECISION) \

@@ -21,7 +21,10 @@ figure. A slice is short: projections from a few iterations on a shared CPU are 
 
     python scripts/bench_paper.py [--device cpu|cuda] [--gpu N] [--precision fp32|tf32|bf16]
         [--iters N] [--warmup N] [--eval-batches N] [--experiments levynet,...]
-        [--data data/bench] [--out bench-paper.json]
+        [--data data/bench] [--baseline] [--out bench-paper.json]
+
+--baseline trains as the engine did before (per-blob update, each iteration's loss read back
+at once): the "before" of a before/after comparison on the same code.
 
 The synthetic LMDBs are written once (about 5.5 GB at the paper's size) under --data and
 reused; --aug-records / --noaug-records / --eval-records change their size.
@@ -183,7 +186,7 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_training(p, folder, iters, warmup):
+def time_training(p, folder, iters, warmup, baseline=False):
     """(train images/s, peak GPU bytes or None, the trained weights' path) for a slice of
     training."""
     import torch
@@ -205,6 +208,8 @@ def time_training(p, folder, iters, warmup):
     param.ClearField("weights")      # from scratch: no ImageNet weights here
     solver = create_solver(param, source=net_path, log=TrainLog(echo=False))
     solver.progress = False
+    if baseline:           # as before issue 14: per-blob update, each loss read back at once
+        solver.fused_update = solver.defer_losses = False
     device = solver.net.device
     try:
         solver.step(warmup)
@@ -283,7 +288,8 @@ def bench_experiment(name, args, data_root, records, folder):
     p = plan(name, data_root, records)
     print(f"{name}: training slice ({args.warmup} + {args.iters} iterations at batch "
           f"{p['train_batch']}) ...", file=sys.stderr, flush=True)
-    train_rate, peak, weights = time_training(p, folder, args.iters, args.warmup)
+    train_rate, peak, weights = time_training(p, folder, args.iters, args.warmup,
+                                              args.baseline)
     print(f"{name}: tests and evaluation ({args.eval_batches} batches) ...", file=sys.stderr,
           flush=True)
     test_rate = time_test_phase(p, folder, args.eval_batches)
@@ -318,9 +324,11 @@ def device_name(args):
 
 
 def format_table(rows, device, args):
-    lines = [f"Paper-scale timing on {device}, precision {args.precision}: {args.warmup} + "
-             f"{args.iters} training iterations and {args.eval_batches} test/eval batches per "
-             "experiment; minutes projected to the full run.", "",
+    how = " (baseline: per-blob update, losses read back every iteration)" \
+        if args.baseline else ""
+    lines = [f"Paper-scale timing on {device}, precision {args.precision}{how}: "
+             f"{args.warmup} + {args.iters} training iterations and {args.eval_batches} "
+             "test/eval batches per experiment; minutes projected to the full run.", "",
              "| experiment | batch | records | epochs | iterations | train img/s | test img/s "
              "| eval img/s | GPU GiB | train min | tests min | eval min | total min |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -354,6 +362,9 @@ def parse_args(argv):
     ap.add_argument("--aug-records", type=int, default=AUG_RECORDS)
     ap.add_argument("--noaug-records", type=int, default=NOAUG_RECORDS)
     ap.add_argument("--eval-records", type=int, default=EVAL_RECORDS)
+    ap.add_argument("--baseline", action="store_true",
+                    help="train as before the fused update and the deferred losses (per-blob "
+                         "update, each iteration's loss read back): the 'before' figures")
     ap.add_argument("--out", help="also write the figures as JSON here")
     args = ap.parse_args(argv)
     for key, value in SLICES[args.device].items():
@@ -411,7 +422,8 @@ def main(argv=None):
         from deepmammo.provenance import provenance
         config = {k: v for k, v in vars(args).items()}
         write_text(args.out, json.dumps({
-            "device": device, "precision": args.precision, "rows": rows,
+            "device": device, "precision": args.precision, "baseline": args.baseline,
+            "rows": rows,
             "total_minutes": sum(r["total_s"] for r in rows) / 60,
             "provenance": provenance(config=config, seed=1, inputs=[
                 os.path.join(ROOT, "configs", f"{e}.yaml") for e in experiments])},

@@ -21,12 +21,13 @@ def _run(tmp_path, *extra):
 
 def test_bench_paper_times_and_projects_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
-    proc = _run(tmp_path, "--experiments", "levynet", "--out", str(out))
+    proc = _run(tmp_path, "--experiments", "levynet", "--out", str(out), "--baseline")
     assert proc.returncode == 0, proc.stderr
     assert "| levynet | 64 | 96 | 35 |" in proc.stdout
     assert "| **total** |" in proc.stdout
     report = json.loads(out.read_text())
     assert report["precision"] == "fp32" and report["provenance"]["config"]["iters"] == 1
+    assert report["baseline"] and "(baseline: per-blob update" in proc.stdout
     (row,) = report["rows"]
     # 35 epochs of 96 records at batch 64, rounded up to a multiple of the 4 snapshots.
     assert row["max_iter"] == 4 * math.ceil(math.ceil(35 * 96 / 64) / 4) == 56

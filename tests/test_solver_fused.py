@@ -1,7 +1,9 @@
 """The fused update (torch._foreach_* over all blobs, Solver.fused_update) against the per-blob
 update it replaces: the same elementwise ops in the same order, so on the CPU every weight and
 history value is bit-identical after many steps, for each of Caffe's six rules with clipping,
-L1/L2 decay, iter_size and blobs of different lr_mult / decay_mult (frozen ones too)."""
+L1/L2 decay, iter_size and blobs of different lr_mult / decay_mult (frozen ones too). And the
+losses deferred to the display (Solver.defer_losses) log the same smoothed loss as losses read
+back every iteration."""
 import pytest
 import torch
 from solver_scenario import make_data, write_solver
@@ -73,3 +75,20 @@ def test_groups_follow_lr_and_decay_mult(tmp_path, net_path):
     by_index = {g.index[0]: g for g in groups}
     assert by_index[1].local_rate == pytest.approx(0.2) and by_index[1].decay == 0
     assert by_index[4].local_rate == pytest.approx(0.05) and by_index[4].decay == 1.0
+
+
+def test_deferred_losses_log_the_same_figures(tmp_path, net_path):
+    body = ('type: "SGD" base_lr: 0.05 momentum: 0.9 lr_policy: "fixed" max_iter: 100 '
+            "display: 3 average_loss: 4 iter_size: 2")
+    path = write_solver(str(tmp_path), "defer", body, net_path)
+    rows = {}
+    for defer in (True, False):
+        solver = get_solver(path)
+        solver.defer_losses = defer
+        solver.progress = False
+        with solver:
+            solver.step(7)       # displays at 0, 3, 6 and the ring of 4 losses wraps
+            solver.step(5)       # a second step() starts a new average, as in Caffe
+            rows[defer] = solver.log.rows
+    assert [r["iteration"] for r in rows[True]] == [0, 3, 6, 9]
+    assert rows[True] == rows[False]

@@ -112,6 +112,9 @@ class Solver:
     # False: the per-blob update (compute_update_value), kept as the reference the fused one
     # is tested against.
     fused_update = True
+    # False: each iteration's loss is read back from the device at once (the behaviour before
+    # the losses were deferred to the display; for before/after timings).
+    defer_losses = True
 
     def __init__(self, param, source=None, rank=0, world_size=1, log=None, net_factory=None,
                  weights=None):
@@ -260,8 +263,9 @@ class Solver:
         self._iterations_last = self.iter
         timer = shown = time.perf_counter()
         bar = _progress_bar(iters, self.iter, self.progress)
-        forward_backward = getattr(self.net, "forward_backward_deferred",
-                                   self.net.forward_backward)
+        forward_backward = self.net.forward_backward
+        if self.defer_losses:
+            forward_backward = getattr(self.net, "forward_backward_deferred", forward_backward)
         self._pending_losses = []
         try:
             while self.iter < stop_iter:
