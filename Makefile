@@ -173,5 +173,6 @@ demo: $(STAMP) ## the whole path on a small synthetic archive, in minutes on a C
 PRECISION ?= fp32
 bench-paper: $(STAMP) ## time every paper experiment for a slice, project the full paper's minutes
 	$(PY) scripts/bench_paper.py --device $(DEVICE) --precision $(PRECISION) \
-	  --out reports/bench-paper-$(DEVICE)-$(PRECISION).json $(BENCH_PAPER_ARGS)
+	  --out reports/bench-paper-$(DEVICE)-$(PRECISION)$(if $(findstring --baseline,$(BENCH_PAPER_ARGS)),-baseline).json \
+	  $(BENCH_PAPER_ARGS)
 .PHONY: bench-paper
