@@ -3,7 +3,8 @@
 #   make test        install if needed, build real Caffe once, lint, run the tests
 #   make levynet     one experiment: any configs/<name>.yaml is a target `make <name>`
 #   make paper       every experiment with paper rows, then tables, figures and the report
-# Variables: ENGINE=torch|caffe DEVICE=cpu|cuda CASES=path/cases.csv DATASETS=data/datasets
+# Variables: ENGINE=torch|caffe DEVICE=cpu|cuda PRECISION=fp32|tf32|bf16 CASES=path/cases.csv
+#            DATASETS=data/datasets
 #            WEIGHTS_DIR=weights FROM_SCRATCH=1 SPLIT_MODE=paper|code AUG=code|paper|none
 #            SEED=0 (the data seed: synthesis, split, augmentation)
 #            SEEDS=1,2,3 (one run per training seed) DATA_SEEDS=0,1 (and per data seed)
@@ -21,6 +22,7 @@ STAMP := $(VENV)/.installed
 
 ENGINE ?= torch
 DEVICE ?= cpu
+PRECISION ?= fp32# tf32 (CUDA) or bf16: faster, opt-in, marked in every table
 SEED ?= 0
 WEIGHTS_DIR ?= weights
 FROM_SCRATCH ?= 0
@@ -136,7 +138,7 @@ ifeq ($(DATA_SEEDS),)
 $(EXPERIMENTS): %: $$(DATASETS)/$$(call variant_of,$$*)/build.json | $(STAMP)
 	$(DM) experiment --engine $(ENGINE) --device $(DEVICE) --evaluate configs/$@.yaml \
 	  dataset=$(DATASETS)/$(call variant_of,$@) augment=$(call augment_of,$@) \
-	  data_seed=$(SEED) $(if $(SEEDS),seeds=$(SEEDS)) $(OVERRIDES)
+	  data_seed=$(SEED) precision=$(PRECISION) $(if $(SEEDS),seeds=$(SEEDS)) $(OVERRIDES)
 else
 # DATA_SEEDS=0,1,2: the experiment once per data seed (its own split and augmentation; with the
 # synthetic default CASES, its own archive), each with SEEDS, all in one repeat group.
@@ -151,11 +153,12 @@ comma := ,
 evaluate: ## evaluate every snapshot of RUN (a run folder) on DATA's val and test LMDBs
 	$(DM) eval --model $(RUN)/deploy.prototxt --snapshots '$(RUN)/*_iter_*.caffemodel' \
 	  --lmdb $(DATA)/val_lmdb --train-val $(RUN)/train_val.prototxt \
-	  --out $(RUN)/eval/val.json --engine $(ENGINE) $(if $(filter cuda,$(DEVICE)),--gpu 0)
+	  --out $(RUN)/eval/val.json --engine $(ENGINE) --precision $(PRECISION) \
+	  $(if $(filter cuda,$(DEVICE)),--gpu 0)
 	$(DM) eval --model $(RUN)/deploy.prototxt --snapshots '$(RUN)/*_iter_*.caffemodel' \
 	  --lmdb $(DATA)/test_lmdb --train-val $(RUN)/train_val.prototxt \
 	  --out $(RUN)/eval/test.json --val-results $(RUN)/eval/val.json --threshold val \
-	  --engine $(ENGINE) $(if $(filter cuda,$(DEVICE)),--gpu 0)
+	  --engine $(ENGINE) --precision $(PRECISION) $(if $(filter cuda,$(DEVICE)),--gpu 0)
 
 # ---------------------------------------------------------------- tables, figures, report
 
@@ -201,3 +204,14 @@ external: $(STAMP) ## score RUN on EXTERNAL (another archive's dataset) with RUN
 	    --val-results $(RUN)/eval/val.json --out $(RUN)/eval/external-$(EXTERNAL_NAME)-$${split}.json \
 	    --engine $(ENGINE) $(if $(filter cuda,$(DEVICE)),--gpu 0) || exit $$?; \
 	done
+
+# ---------------------------------------------------------------- paper-scale timing (issue 14)
+# Each experiment of `make paper` timed for a slice on a synthetic dataset of the paper's size
+# (written once under data/bench/), projected to the full run: img/s, GPU memory, minutes.
+# DEVICE=cuda for the GPU; PRECISION=fp32|tf32|bf16; BENCH_PAPER_ARGS="--iters 100" etc.
+# (BENCH_PAPER_ARGS=--baseline: the per-blob update and per-iteration loss read-back of before)
+bench-paper: $(STAMP) ## time every paper experiment for a slice, project the full paper's minutes
+	$(PY) scripts/bench_paper.py --device $(DEVICE) --precision $(PRECISION) \
+	  --out reports/bench-paper-$(DEVICE)-$(PRECISION)$(if $(findstring --baseline,$(BENCH_PAPER_ARGS)),-baseline).json \
+	  $(BENCH_PAPER_ARGS)
+.PHONY: bench-paper

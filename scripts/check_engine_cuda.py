@@ -1,5 +1,6 @@
 """The engine on CUDA: the same nets give the same numbers as on the CPU (fp32, TF32 off), the
-numpy views stay coherent with the device tensors, and timings of the benchmark nets.
+numpy views stay coherent with the device tensors, and timings of the benchmark nets in each
+precision (fp32, tf32, bf16).
 
     python3 scripts/check_engine_cuda.py [--device cuda:0] [--iterations 10] [--no-bench]
 
@@ -149,15 +150,16 @@ def data_layer(device):
 
 def bench(device, iterations):
     import torch
+    from bench_engine import BATCH, write_bench_nets
+
     import deepmammo.caffe as caffe
     from deepmammo.caffe import mode
     from deepmammo.caffe.timing import conv_ip_flops, time_net
-    from bench_engine import BATCH, write_bench_nets
     paths = write_bench_nets()
     name = torch.cuda.get_device_name(torch.device(device))
     for net_name, path in paths.items():
-        for tf32 in (False, True):
-            mode.set_tf32(tf32)
+        for precision in ("fp32", "tf32", "bf16"):
+            mode.set_precision(precision)
             net = caffe.Net(path, caffe.TRAIN, device=device)
             flops = conv_ip_flops(net)
             r = time_net(net, iterations)
@@ -176,14 +178,14 @@ def bench(device, iterations):
                 torch.cuda.synchronize()
                 fwd = (time.perf_counter() - t) / iterations
             fb = r["forward_backward_ms"] / 1000
-            print(f"{net_name:10s} {'tf32' if tf32 else 'fp32'} {name}: fwd+bwd "
+            print(f"{net_name:10s} {precision} {name}: fwd+bwd "
                   f"{r['forward_backward_ms']:.1f} ms = {BATCH / fb:.0f} img/s, "
                   f"{(flops[0] + flops[1]) / fb / 1e12:.2f} TFLOP/s (caffe-time style, each "
                   f"layer synced); unsynced fwd+bwd {free * 1000:.1f} ms = {BATCH / free:.0f} "
                   f"img/s, {(flops[0] + flops[1]) / free / 1e12:.2f} TFLOP/s; forward only "
                   f"(no grad) {BATCH / fwd:.0f} img/s", flush=True)
             del net
-    mode.set_tf32(False)
+    mode.set_precision("fp32")
 
 
 def main():

@@ -261,3 +261,20 @@ def test_the_readmes_by_hand_section_runs_as_written(workspace):
     assert os.path.isfile(os.path.join(workspace, "reports", "mine", "index.html"))
     table2 = open(os.path.join(workspace, "reports", "mine", "tables", "table2.md")).read()
     assert "not evaluated on test" not in table2 and "mine-levynet" in table2
+
+
+def test_opt_in_precision_is_recorded_and_marked_in_the_tables(data, workspace):
+    _, _, dataset = data
+    refused = dm("experiment", "configs/tiny.yaml", f"dataset={dataset}", "precision=tf32",
+                 "max_iter=4", cwd=workspace, check=False)
+    assert refused.returncode != 0 and "tf32 is a CUDA mode" in refused.stderr
+    assert "Traceback" not in refused.stderr and not os.path.exists(
+        os.path.join(workspace, "runs", "tiny"))  # refused before anything was written
+    dm("experiment", "configs/tiny.yaml", f"dataset={dataset}", "precision=bf16",
+       "max_iter=8", "--evaluate", cwd=workspace)
+    folder = latest(workspace, "tiny")
+    record = json.load(open(os.path.join(folder, "provenance.json")))
+    assert record["training"]["precision"] == "bf16"
+    assert json.load(open(os.path.join(folder, "eval", "test.json")))["precision"] == "bf16"
+    dm("tables", "--runs", "runs", "--alias", "tiny=levynet", "--out", "tables", cwd=workspace)
+    assert "[bf16]" in open(os.path.join(workspace, "tables", "table2.md")).read()

@@ -1,5 +1,6 @@
 """Caffe's global mode (CPU or GPU and the device id), read by Nets when they are built, and
-the process-wide switches that go with it (CUDA precision, the CPU allocator)."""
+the process-wide switches that go with it (the precision: fp32, tf32 or bf16; the CPU
+allocator)."""
 import ctypes
 import os
 
@@ -29,16 +30,58 @@ def current_device():
     return torch.device("cpu")
 
 
-def set_tf32(allowed):
-    """Allow TF32 matrix maths on CUDA (a fast mode, not fp32-faithful). Off by default:
-    PyTorch's cuDNN default would otherwise run convolutions in TF32 on Ampere and later."""
-    _state["tf32"] = bool(allowed)
+# The arithmetic of nets built from now on. fp32: Caffe's float32 numbers (the default).
+# tf32: CUDA tensor cores round the inputs of convolutions and matrix products to TF32 (10-bit
+# mantissa); NVIDIA GPUs only. bf16: each layer's forward runs under torch.autocast in
+# bfloat16 (convolutions and matrix products), blobs, weights, gradients and the solver's
+# history stay float32 (the master copy); on CUDA and on the CPU.
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+class PrecisionError(ValueError):
+    """A precision this device cannot run; the message says what to use instead."""
+
+
+def set_precision(name):
+    """Choose the arithmetic of nets built from now on (one of PRECISIONS)."""
+    if name not in PRECISIONS:
+        raise PrecisionError(f"unknown precision {name!r} (one of {', '.join(PRECISIONS)})")
+    _state["precision"] = name
     apply_precision()
 
 
+def precision():
+    """The precision nets built now will use ('fp32' unless set_precision said otherwise)."""
+    return _state.get("precision", "fp32")
+
+
+def set_tf32(allowed):
+    """Allow TF32 matrix maths on CUDA (a fast mode, not fp32-faithful): set_precision('tf32')
+    or back to 'fp32'. Off by default: PyTorch's cuDNN default would otherwise run
+    convolutions in TF32 on Ampere and later."""
+    set_precision("tf32" if allowed else "fp32")
+
+
+def check_precision(name, device):
+    """Refuse a precision the device cannot run, saying why (raises PrecisionError)."""
+    device = torch.device(device)
+    if name == "tf32" and device.type != "cuda":
+        raise PrecisionError("precision tf32 needs a CUDA GPU (TF32 is the tensor-core format "
+                             "of NVIDIA GPUs from Ampere on); on the CPU use fp32 (Caffe's "
+                             "numbers) or bf16")
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise PrecisionError(f"precision bf16: {torch.cuda.get_device_name(device)} has no "
+                             "bfloat16 arithmetic; use fp32 or tf32")
+
+
+def autocast_dtype(name):
+    """The dtype a layer's forward autocasts to under precision `name` (None: no autocast)."""
+    return torch.bfloat16 if name == "bf16" else None
+
+
 def apply_precision():
-    """Put torch's CUDA precision switches where the mode says (fp32 unless set_tf32)."""
-    allowed = _state.get("tf32", False)
+    """Put torch's CUDA precision switches where the mode says: TF32 only under 'tf32'."""
+    allowed = precision() == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = allowed
     torch.backends.cudnn.allow_tf32 = allowed
 

@@ -21,6 +21,8 @@ Contract used by the solver (deepmammo.caffe.solver):
 - `net.forward_backward()` -> float loss (sum of loss_weight * loss tops); forward, then
   backward that ACCUMULATES (+=) parameter gradients into `tdiff` (Caffe, for iter_size).
   Bottom diffs are assigned, as in Caffe.
+- `net.forward_backward_deferred()`: the same without waiting for the device; returns a
+  DeferredLoss that becomes the float on float() (or resolve_losses() for many at once).
 - `net.forward()` returns the dict of outputs; every blob is readable as `net.blobs[n].data`;
   `net.last_loss` holds the loss of the last full forward.
 - `net.share_trained_params(train_net)`: layers with the same name share parameter data
@@ -46,10 +48,11 @@ import numpy as np
 import torch
 
 from deepmammo.caffe import layers as _layers
+from deepmammo.caffe import mode
 from deepmammo.caffe.blob import Blob
 from deepmammo.caffe.formats.blobproto import array_to_blob, blob_shape, blob_to_array, shapes_match
 from deepmammo.caffe.formats.caffemodel import read_caffemodel, write_caffemodel
-from deepmammo.caffe.mode import apply_precision, current_device, tune_cpu_allocator
+from deepmammo.caffe.mode import current_device
 from deepmammo.caffe.netstate import NetError, filter_net, insert_splits
 from deepmammo.caffe.proto import caffe_pb2 as pb
 
@@ -87,6 +90,62 @@ def _parse_args(args, kwargs):
     return phase, weights
 
 
+def _layer_loss(terms):
+    """A layer's loss as Python adds it: 0.0 + w1 * s1 + w2 * s2 ... in doubles."""
+    loss = 0.0
+    for w, t in terms:
+        loss += w * float(t)
+    return loss
+
+
+class DeferredLoss:
+    """A net's loss kept as device tensors until read: per layer, its (loss_weight, 0-d
+    tensor) terms. float() reads all terms back at once and sums them in the order and
+    precision the immediate computation used, so the value is the same to the last bit.
+    resolve_losses() reads many at once (the solver's losses between two displays)."""
+
+    __slots__ = ("layers", "_value")
+
+    def __init__(self):
+        self.layers = []
+        self._value = None
+
+    def _tensors(self):
+        return [t for terms in self.layers for _, t in terms]
+
+    def _settle(self, values):
+        """The value from the terms' numbers `values` (an iterator, in _tensors order)."""
+        loss = 0.0
+        for terms in self.layers:
+            loss += _layer_loss([(w, next(values)) for w, _ in terms])
+        self._value = loss
+        self.layers = []           # the tensors are no longer needed
+
+    def __float__(self):
+        if self._value is None:
+            resolve_losses([self])
+        return self._value
+
+
+def resolve_losses(losses):
+    """Settle DeferredLoss objects (others pass through) with one read-back from the device;
+    returns their float values."""
+    pending = [x for x in losses if isinstance(x, DeferredLoss) and x._value is None]
+    tensors = [t for x in pending for t in x._tensors()]
+    if tensors:
+        devices = {t.device for t in tensors}
+        if len(devices) == 1:
+            values = iter(torch.stack([t.reshape(()) for t in tensors]).tolist())
+        else:
+            values = iter([float(t) for t in tensors])
+        for x in pending:
+            x._settle(values)
+    else:
+        for x in pending:
+            x._settle(iter(()))
+    return [float(x) for x in losses]
+
+
 class Net:
     def __init__(self, model, *args, level=0, stages=(), device=None, source=None, **kwargs):
         """`source` names an in-memory NetParameter in errors (e.g. the file it came from)."""
@@ -99,10 +158,13 @@ class Net:
         param.state.stage.extend(stages)
         self.phase = phase
         self.device = torch.device(device) if device is not None else current_device()
+        self.precision = mode.precision()
+        mode.check_precision(self.precision, self.device)
+        self._autocast = mode.autocast_dtype(self.precision)
         if self.device.type == "cuda":
-            apply_precision()
+            mode.apply_precision()
         else:
-            tune_cpu_allocator()
+            mode.tune_cpu_allocator()
         self.name = param.name
         self.force_backward = param.force_backward
         self.layers = []
@@ -377,6 +439,11 @@ class Net:
 
     def forward_layer(self, i):
         """Run layer i forward (Caffe's Layer::Forward, reshaping first); returns its loss."""
+        return _layer_loss(self._run_layer(i))
+
+    def _run_layer(self, i):
+        """Layer i forward; returns its loss terms [(loss_weight, 0-d tensor)], left on the
+        device (reading them back would wait for the device)."""
         layer = self.layers[i]
         bottom_blobs = [self._blobs[n] for n in self._bottom_ids[i]]
         top_blobs = [self._blobs[n] for n in self._top_ids[i]]
@@ -393,20 +460,34 @@ class Net:
                 t = t.detach().requires_grad_()
             params.append(t)
         with torch.set_grad_enabled(grad and layer.AUTOGRAD):
-            tops = layer.forward(bottoms, params)
+            if self._autocast is None:
+                tops = layer.forward(bottoms, params)
+            else:
+                tops = self._forward_autocast(layer, bottoms, params)
         if tops is None:          # Input: its tops are what the user put there
             self._saved[i] = None
-            return 0.0
+            return []
         self._saved[i] = (bottoms, params, tops) if grad else None
-        loss = 0.0
+        terms = []
         for blob, t, w in zip(top_blobs, tops, self._loss_weights[i]):
             if blob.shape != tuple(t.shape):
                 blob.reshape(tuple(t.shape))
                 self._refill_loss_weight(blob.name)
             blob.tdata = t
             if w:
-                loss += w * float(t.detach().sum())
-        return loss
+                terms.append((w, t.detach().sum()))
+        return terms
+
+    def _forward_autocast(self, layer, bottoms, params):
+        """layer.forward under torch.autocast (precision bf16). The tops go back to float32
+        inside the graph, so blobs, diffs and every layer's inputs stay float32 and backward
+        runs the cast's gradient (float32 -> the layer's dtype) before the layer's own."""
+        with torch.autocast(self.device.type, dtype=self._autocast):
+            tops = layer.forward(bottoms, params)
+        if tops is None:
+            return None
+        return [t.float() if t is not None and t.is_floating_point() and t.dtype != torch.float32
+                else t for t in tops]
 
     def backward_layer(self, i):
         """Run layer i backward: assign bottom diffs, accumulate parameter diffs."""
@@ -436,9 +517,11 @@ class Net:
                     blob.tdiff.add_(g.reshape(blob.shape))
 
     def _forward(self, start, end):
-        loss = 0.0
+        loss = DeferredLoss()
         for i in range(start, end + 1):
-            loss += self.forward_layer(i)
+            terms = self._run_layer(i)
+            if terms:
+                loss.layers.append(terms)
         return loss
 
     def _backward(self, start, end):
@@ -461,7 +544,7 @@ class Net:
                 self._blobs[name].data[...] = value
         loss = self._forward(start_i, end_i)
         if start is None and end is None:
-            self.last_loss = loss
+            self._last_loss = loss
         return {name: self._blobs[name].data for name in outputs}
 
     def backward(self, diffs=None, start=None, end=None, **kwargs):
@@ -484,15 +567,28 @@ class Net:
     def forward_backward(self):
         """One forward and backward over the whole net; parameter diffs accumulate. Returns
         the loss (sum of loss_weight * loss tops)."""
+        return float(self.forward_backward_deferred())
+
+    def forward_backward_deferred(self):
+        """forward_backward without waiting for the device: returns a DeferredLoss, read
+        (float()) when the figure is needed, e.g. at the solver's display."""
         loss = self._forward(0, len(self.layers) - 1)
-        self.last_loss = loss
+        self._last_loss = loss
         self._backward(len(self.layers) - 1, 0)
         return loss
 
+    @property
+    def last_loss(self):
+        """The loss of the last full forward, as a float (reading it waits for the device)."""
+        return float(self._last_loss)
+
+    @last_loss.setter
+    def last_loss(self, value):
+        self._last_loss = value
+
     def clear_param_diffs(self):
         with torch.no_grad():
-            for blob in self.learnable_params:
-                blob.tdiff.zero_()
+            torch._foreach_zero_([blob.tdiff for blob in self.learnable_params])
 
     def forward_all(self, blobs=None, **kwargs):
         """pycaffe's forward_all: run batch by batch over inputs of any length."""

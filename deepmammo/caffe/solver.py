@@ -7,6 +7,7 @@ snapshots named `<prefix>_iter_N.caffemodel/.solverstate`, and `restore(path)`. 
 live in solvers.py. pycaffe's names are kept: `net`, `test_nets`, `iter`, `step`, `solve`,
 `snapshot`, `restore`, `param`, `lr`.
 """
+import collections
 import copy
 import logging
 import os
@@ -18,6 +19,7 @@ import torch
 
 from deepmammo.atomic import write_bytes
 from deepmammo.caffe import lr_policy
+from deepmammo.caffe.net import resolve_losses
 from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.caffe.train_log import TrainLog, fmt
 
@@ -25,12 +27,19 @@ logger = logging.getLogger(__name__)
 
 TRAIN, TEST = pb.TRAIN, pb.TEST
 
+# Losses kept on the device between two read-backs at most (display: 0 never reads them).
+_MAX_PENDING_LOSSES = 1000
+
 _LEGACY_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad",
                  "RMSPROP": "RMSProp", "ADADELTA": "AdaDelta", "ADAM": "Adam"}
 
 
 class SolverError(ValueError):
     """A solver prototxt or solverstate that Caffe would refuse; the message names the file."""
+
+
+class UpdateGroup(collections.namedtuple("UpdateGroup", "index local_rate decay")):
+    """Learnable blobs (indices into net.learnable_params) sharing a local rate and decay."""
 
 
 # ---------------------------------------------------------------------------- reading the solver
@@ -100,6 +109,12 @@ class Solver:
     """
     type = None
     history_per_param = 1
+    # False: the per-blob update (compute_update_value), kept as the reference the fused one
+    # is tested against.
+    fused_update = True
+    # False: each iteration's loss is read back from the device at once (the behaviour before
+    # the losses were deferred to the display; for before/after timings).
+    defer_losses = True
 
     def __init__(self, param, source=None, rank=0, world_size=1, log=None, net_factory=None,
                  weights=None):
@@ -250,8 +265,12 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self._losses, self._smoothed_loss = [], 0.0
         self._iterations_last = self.iter
-        timer = time.perf_counter()
+        timer = shown = time.perf_counter()
         bar = _progress_bar(iters, self.iter, self.progress)
+        forward_backward = self.net.forward_backward
+        if self.defer_losses:
+            forward_backward = getattr(self.net, "forward_backward_deferred", forward_backward)
+        self._pending_losses = []
         try:
             while self.iter < stop_iter:
                 self.net.clear_param_diffs()
@@ -264,11 +283,12 @@ class Solver:
                 for cb in self.callbacks:
                     cb.on_start()
                 display = self.param.display and self.iter % self.param.display == 0
-                loss = np.float32(0)
-                for _ in range(self.param.iter_size):
-                    loss += np.float32(self.net.forward_backward())
-                loss /= np.float32(self.param.iter_size)
-                self._update_smoothed_loss(float(loss), start_iter)
+                # The losses stay on the device until a display (or the end of the step)
+                # reads them back: no wait for the device inside an iteration.
+                self._pending_losses.append(
+                    (self.iter, [forward_backward() for _ in range(self.param.iter_size)]))
+                if display or len(self._pending_losses) >= _MAX_PENDING_LOSSES:
+                    self._settle_losses(start_iter)
                 if display:
                     lapse = time.perf_counter() - timer
                     self._display(lapse)
@@ -278,7 +298,10 @@ class Solver:
                 self.apply_update()
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{self._smoothed_loss:.4g}", refresh=False)
+                    if time.perf_counter() - shown >= 1.0:   # a read-back a second at most
+                        self._settle_losses(start_iter)
+                        bar.set_postfix(loss=f"{self._smoothed_loss:.4g}", refresh=False)
+                        shown = time.perf_counter()
                 request = self._requested_action()
                 if ((self.param.snapshot and self.iter % self.param.snapshot == 0
                      and self.rank == 0) or request == "snapshot"):
@@ -286,7 +309,9 @@ class Solver:
                 if request == "stop":
                     self.requested_early_exit = True
                     break
+            self._settle_losses(start_iter)
         finally:
+            self._pending_losses = []
             if bar is not None:
                 bar.close()
             self.log.flush()
@@ -320,14 +345,28 @@ class Solver:
         self.log.info("Optimization Done.")
         self.log.flush()
 
-    def _update_smoothed_loss(self, loss, start_iter):
+    def _settle_losses(self, start_iter):
+        """Read the losses of the iterations since the last display back from the device (one
+        read-back) and fold them into the smoothed loss, in iteration order."""
+        pending, self._pending_losses = self._pending_losses, []
+        if not pending:
+            return
+        values = iter(resolve_losses([x for _, losses in pending for x in losses]))
+        for iteration, losses in pending:
+            loss = np.float32(0)
+            for _ in losses:
+                loss += np.float32(next(values))
+            loss /= np.float32(self.param.iter_size)
+            self._update_smoothed_loss(float(loss), start_iter, iteration)
+
+    def _update_smoothed_loss(self, loss, start_iter, iteration=None):
         average = self.param.average_loss
         if len(self._losses) < average:
             self._losses.append(loss)
             n = len(self._losses)
             self._smoothed_loss = (self._smoothed_loss * (n - 1) + loss) / n
         else:
-            idx = (self.iter - start_iter) % average
+            idx = ((self.iter if iteration is None else iteration) - start_iter) % average
             self._smoothed_loss += (loss - self._losses[idx]) / average
             self._losses[idx] = loss
 
@@ -380,28 +419,83 @@ class Solver:
             # backward left (zero unless force_backward or sharing gave them a gradient) and
             # count in the clipping norm.
             self.clip_gradients()
-            for i in range(len(params)):
-                self.normalize(i)
-                self.regularize(i)
-                self.compute_update_value(i, rate)
-            for blob in params:
-                blob.tdata.sub_(blob.tdiff)
+            if self.uses_fused_update():
+                self._apply_fused_update(rate)
+            else:
+                for i in range(len(params)):
+                    self.normalize(i)
+                    self.regularize(i)
+                    self.compute_update_value(i, rate)
+                for blob in params:
+                    blob.tdata.sub_(blob.tdiff)
         self.iter += 1
+
+    def uses_fused_update(self):
+        """Whether apply_update runs the rule over all blobs at once (torch._foreach_* ops):
+        `fused_update` is on and the solver type has a fused rule."""
+        return (self.fused_update
+                and type(self).compute_update_values is not Solver.compute_update_values)
+
+    def _apply_fused_update(self, rate):
+        """normalize, regularize, the rule and w -= step for every blob, each step one
+        _foreach_* op per group of blobs that share (local rate, decay). The same elementwise
+        ops in the same order as the per-blob path: on the CPU the results are bit-identical;
+        on CUDA each op is one multi-tensor kernel instead of one launch per blob."""
+        params = self.net.learnable_params
+        diffs = [blob.tdiff for blob in params]
+        if self.param.iter_size > 1:
+            torch._foreach_mul_(diffs, float(np.float32(1) / np.float32(self.param.iter_size)))
+        groups = self._update_groups(rate)
+        for group in groups:
+            if not group.decay:
+                continue
+            g = [diffs[i] for i in group.index]
+            w = [params[i].tdata for i in group.index]
+            if self.param.regularization_type == "L2":
+                torch._foreach_add_(g, w, alpha=group.decay)
+            else:
+                torch._foreach_add_(g, torch._foreach_sign(w), alpha=group.decay)
+        self.compute_update_values(diffs, groups)
+        torch._foreach_sub_([blob.tdata for blob in params], diffs)
+
+    def _update_groups(self, rate):
+        """Blobs grouped by (local rate, decay): a _foreach_* op takes one scalar per call.
+        The paper's nets have 3-6 groups (GoogLeNet's 116 blobs: 6)."""
+        by_key = {}
+        wd = np.float32(self.param.weight_decay)
+        for i, blob in enumerate(self.net.learnable_params):
+            key = (self.local_rate(i, rate), float(wd * np.float32(blob.decay_mult)))
+            by_key.setdefault(key, []).append(i)
+        return [UpdateGroup(index, lr, decay) for (lr, decay), index in by_key.items()]
+
+    def compute_update_values(self, diffs, groups):
+        """The fused rule: like compute_update_value for every blob at once (`diffs[i]` is
+        blob i's tdiff; `groups` from _update_groups). Types without one use the per-blob
+        path."""
+        raise NotImplementedError
 
     def clip_gradients(self):
         clip = np.float32(self.param.clip_gradients)
         if clip < 0:
             return
+        diffs = [blob.tdiff for blob in self.net.learnable_params]
+        if not diffs:
+            return
+        # One read-back for all blobs; the sum runs in float32 in blob order, as Caffe's.
+        dots = torch.stack([torch.dot(d.reshape(-1), d.reshape(-1)) for d in diffs])
         sumsq = np.float32(0)
-        for blob in self.net.learnable_params:
-            sumsq += np.float32(torch.dot(blob.tdiff.reshape(-1), blob.tdiff.reshape(-1)).item())
+        for value in dots.cpu().numpy():
+            sumsq += np.float32(value)
         norm = np.float32(np.sqrt(sumsq))
         if norm > clip:
             scale = np.float32(clip / norm)
             self._log(f"Gradient clipping: scaling down gradients (L2 norm {fmt(norm)} > "
                       f"{fmt(clip)}) by scale factor {fmt(scale)}")
-            for blob in self.net.learnable_params:
-                blob.tdiff.mul_(float(scale))
+            if self.uses_fused_update():
+                torch._foreach_mul_(diffs, float(scale))
+            else:
+                for d in diffs:
+                    d.mul_(float(scale))
 
     def normalize(self, i):
         if self.param.iter_size > 1:

@@ -1,12 +1,13 @@
 """`deepmammo train` and `deepmammo test`: Caffe's command-line tool, on either engine.
 
     deepmammo train --solver S [--weights W | --snapshot X.solverstate] [--engine torch|caffe]
-                    [--gpu N|N,M|all]
+                    [--gpu N|N,M|all] [--precision fp32|tf32|bf16]
     deepmammo test --model M --weights W --iterations N [--engine torch|caffe] [--gpu N]
 
 `--engine caffe` runs the same through real BVLC pycaffe (CPU build). The training log is
 written in Caffe's format to `--log` (default: train.log beside the snapshots) with
-train_log.csv beside it.
+train_log.csv beside it. Its first line names the precision; train_run.json beside it records
+the precision, the device and the provenance of the run (our engine).
 """
 import argparse
 import contextlib
@@ -42,6 +43,7 @@ def register_train(subparsers):
                                  "snapshot folder); the CSV goes beside it as train_log.csv")
     p.add_argument("--level", type=int, default=0, help="NetState level of the train net")
     p.add_argument("--stage", action="append", default=[], help="NetState stage (repeatable)")
+    add_precision_argument(p)
     p.add_argument("--sigint-effect", choices=("stop", "snapshot", "none"), default="stop",
                    help="what Ctrl-C does (Caffe's default: stop, then snapshot)")
     p.add_argument("--sighup-effect", choices=("stop", "snapshot", "none"), default="snapshot")
@@ -59,11 +61,32 @@ def register_train(subparsers):
     t.set_defaults(func=cmd_test)
 
 
+def add_precision_argument(parser):
+    """--precision fp32|tf32|bf16 (train and eval share it)."""
+    from deepmammo.caffe.mode import PRECISIONS
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="arithmetic of our engine: fp32 (default, Caffe's numbers), tf32 "
+                             "(CUDA tensor cores) or bf16 (autocast; float32 weights and "
+                             "solver state); see docs/performance.md")
+
+
+def check_precision_request(precision, engine, gpus):
+    """Refuse, before anything is written, a precision this engine and device cannot run."""
+    from deepmammo.caffe.mode import PrecisionError, check_precision
+    if precision == "fp32":
+        return
+    if engine == "caffe":
+        raise PrecisionError(f"--precision {precision}: real Caffe computes in fp32 only; "
+                             "use --engine torch")
+    check_precision(precision, "cuda" if gpus else "cpu")
+
+
 # ---------------------------------------------------------------------------------- train
 
 # `deepmammo train`'s options and their defaults, for callers that are not the command line.
 TRAIN_OPTIONS = {"weights": None, "snapshot": None, "engine": "torch", "gpu": None, "log": None,
-                 "level": 0, "stage": (), "sigint_effect": "stop", "sighup_effect": "snapshot"}
+                 "level": 0, "stage": (), "sigint_effect": "stop", "sighup_effect": "snapshot",
+                 "precision": "fp32"}
 
 
 def train(solver, **options):
@@ -117,7 +140,9 @@ def cmd_train(args):
         raise FileNotFoundError(f"{args.solver}: no such solver file")
     if args.snapshot and not os.path.isfile(args.snapshot):
         raise FileNotFoundError(f"{args.snapshot}: no such solverstate file")
+    precision = getattr(args, "precision", "fp32")
     if args.engine == "caffe":
+        check_precision_request(precision, "caffe", [])
         return _train_real_caffe(args)
     from deepmammo.caffe import distributed
     env = distributed.environment_rank()
@@ -132,6 +157,10 @@ def cmd_train(args):
             logger.warning("%s asks for solver_mode GPU but no CUDA device is visible: "
                            "training on the CPU", args.solver)
     log_path = args.log or _default_log(param)
+    check_precision_request(precision, "torch", gpus)
+    if precision != "fp32" and (env is not None or len(gpus) > 1):
+        raise ValueError(f"--precision {precision}: training on several GPUs runs in fp32 "
+                         "only for now; give one --gpu")
     if env is not None or len(gpus) > 1:
         job = {"solver": _write_temp_solver(param, args.solver), "gpus": gpus,
                "snapshot": args.snapshot, "log": log_path}
@@ -149,14 +178,19 @@ def cmd_train(args):
         return 0
     if gpus:
         _use_gpu(gpus[0])
+    from deepmammo.caffe import mode
+    mode.set_precision(precision)
     return _train_one(param, args, log_path)
 
 
 def _train_one(param, args, log_path):
+    from deepmammo.caffe import mode
     from deepmammo.caffe.solvers import create_solver
     from deepmammo.caffe.train_log import TrainLog
     with TrainLog(log_path) as log, _signal_actions(args.sigint_effect,
                                                      args.sighup_effect) as request:
+        log.info(f"Precision: {mode.precision()} ({PRECISION_NOTES[mode.precision()]})")
+        _write_run_record(log, param, args, mode.precision())
         with create_solver(param, source=args.solver, log=log) as solver:
             solver.action_request = request
             logger.info("log: %s (CSV: %s); random stream: %s", log.path, log.csv_path,
@@ -165,6 +199,45 @@ def _train_one(param, args, log_path):
             with logging_redirect_tqdm():
                 solver.solve(args.snapshot)
     return 0
+
+
+PRECISION_NOTES = {
+    "fp32": "float32 throughout, Caffe's numbers",
+    "tf32": "TF32 tensor-core convolutions and matrix products; not Caffe's numbers",
+    "bf16": "bfloat16 autocast in forward; float32 weights, gradients and solver state; "
+            "not Caffe's numbers",
+}
+
+
+def run_record_path(log_path):
+    """`train.log` -> `train_run.json`: how the training ran (precision, device), beside
+    the log and its CSV."""
+    root, _ = os.path.splitext(log_path)
+    return root + "_run.json"
+
+
+def _write_run_record(log, param, args, precision):
+    from deepmammo.atomic import write_text
+    from deepmammo.caffe.mode import current_device
+    from deepmammo.provenance import provenance
+    if not log.path:
+        return
+    device = current_device()
+    record = {"precision": precision, "engine": "torch",
+              "device": str(device) if device.type == "cpu" else
+              f"{device} ({_cuda_name(device)})",
+              "log": os.path.basename(log.path), "csv": os.path.basename(log.csv_path),
+              "provenance": provenance(
+                  config={"solver": args.solver, "precision": precision,
+                          "weights": args.weights, "snapshot": args.snapshot},
+                  seed=param.random_seed if param.random_seed >= 0 else None,
+                  inputs=[args.solver])}
+    write_text(run_record_path(log.path), json.dumps(record, indent=2) + "\n")
+
+
+def _cuda_name(device):
+    import torch
+    return torch.cuda.get_device_name(device)
 
 
 @contextlib.contextmanager

@@ -29,6 +29,8 @@ def register(subparsers):
     p.add_argument("--engine", choices=("torch", "caffe"), default="torch",
                    help="our engine (torch) or real BVLC pycaffe (caffe)")
     p.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
+    from deepmammo.caffe.train_cli import add_precision_argument
+    add_precision_argument(p)
     p.add_argument("--tta", choices=("none", "mirror"), default="none",
                    help="test-time augmentation: average with the mirror image")
     p.add_argument("--val-results", help="validation results.json: selection and thresholds")
@@ -54,7 +56,7 @@ def run_eval(args):
         threshold="val" if args.threshold == "val" else None,
         criteria=tuple(args.select_by) if args.select_by else None, n_boot=args.bootstrap, seed=args.seed,
         batch_size=args.batch_size, output=args.output, split=args.split, gpu=args.gpu,
-        crops_path=args.crops, train_val=args.train_val)
+        crops_path=args.crops, train_val=args.train_val, precision=args.precision)
     print(summary_table(results))
     return 0
 

@@ -25,6 +25,20 @@ def caffe_module(engine):
     raise ValueError("unknown engine %r (torch or caffe)" % engine)
 
 
+def check_precision(precision, engine, gpu):
+    """Refuse, before any work, a precision the engine or device cannot run."""
+    from deepmammo.caffe.train_cli import check_precision_request
+    check_precision_request(precision, engine, [] if gpu is None else [gpu])
+
+
+def set_precision(precision, engine):
+    """The arithmetic of the nets built from now on: our engine's mode (fp32 is Caffe's);
+    real Caffe has fp32 only (check_precision refused anything else)."""
+    if engine == "torch":
+        from deepmammo.caffe import mode
+        mode.set_precision(precision)
+
+
 def preprocess(image, crop_size, mean=None, scale=1.0, mirror=False):
     """One record as Caffe's DataTransformer gives it at TEST: the engine's own transformer
     (deepmammo.caffe.transformer), so evaluation sees exactly what the net's TEST phase saw.

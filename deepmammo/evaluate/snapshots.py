@@ -79,7 +79,7 @@ def predictions_path(results, entry):
 def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, scale=None,
              engine="torch", tta=None, manifest_path=None, val_results=None, threshold=None,
              criteria=None, n_boot=1000, seed=0, batch_size=32, output=None,
-             split=None, gpu=None, crops_path=None, train_val=None):
+             split=None, gpu=None, crops_path=None, train_val=None, precision="fp32"):
     """Evaluate each snapshot file on the LMDB; write `out` (results.json) and predictions.
 
     val_results: a validation results.json (for a test evaluation): its chosen snapshot is
@@ -88,8 +88,10 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
     mean, scale and crop when they are not passed (mean_path, mean_value, scale).
     criteria: the validation metrics that choose the snapshot; a test evaluation takes the ones
     its validation results recorded (asking for others is an error: one choice per run).
+    precision: fp32 (Caffe's numbers), tf32 or bf16 for our engine (see predict.set_precision).
     """
     from deepmammo.provenance import provenance
+    predict.check_precision(precision, engine, gpu)
     if not os.path.isfile(model):
         raise FileNotFoundError("deploy prototxt not found: %s" % model)
     files = runinfo.expand_snapshots(snapshots)
@@ -113,6 +115,7 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
         caffe.set_device(int(gpu))
     else:
         caffe.set_mode_cpu()
+    predict.set_precision(precision, engine)
     mean = None
     if mean_path:
         from deepmammo.caffe.formats.binaryproto import read_mean
@@ -175,7 +178,7 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
         "lmdb": os.path.abspath(lmdb_path),
         "mean": os.path.abspath(mean_path) if mean_path else mean_value,
         "manifest": os.path.abspath(manifest_path) if manifest else None,
-        "engine": engine, "tta": tta or "none", "scale": scale,
+        "engine": engine, "precision": precision, "tta": tta or "none", "scale": scale,
         "train_val": os.path.realpath(train_val) if train_val else None,
         "decision": "argmax",
         "external": external_info,
@@ -190,7 +193,8 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
     inputs = [model, lmdb_path] + ([mean_path] if mean_path else []) + \
         ([train_val] if train_val else []) + files
     results["provenance"] = provenance(
-        config={"engine": engine, "tta": tta, "scale": scale, "threshold": threshold,
+        config={"engine": engine, "precision": precision, "tta": tta, "scale": scale,
+                "threshold": threshold,
                 "criteria": list(criteria), "val_results": val_results},
         seed=seed, inputs=inputs)
     write_text(out, json.dumps(results, indent=1, sort_keys=False) + "\n")

@@ -23,6 +23,7 @@ NOT_EXPERIMENTS = (DEFAULTS_NAME, WEIGHTS_NAME)
 
 ENGINES = ("torch", "caffe")
 DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "tf32", "bf16")
 ON_MISSING_WEIGHTS = ("error", "scratch")
 AUGMENTATIONS = ("none", "paper", "code")
 # Solver fields the run itself decides; a config cannot set them (it names the files instead).
@@ -40,7 +41,7 @@ KEY_TYPES = {
     "epochs": _NUMBER, "snapshots": int, "stepsize_epochs": _NUMBER,
     "test_interval_epochs": _NUMBER, "batch_size": int, "test_batch_size": int,
     "seed": int, "seeds": list, "repeat_group": str, "data_seed": int,
-    "engine": str, "device": str, "gpu": (str, int), "runs_dir": str,
+    "engine": str, "device": str, "precision": str, "gpu": (str, int), "runs_dir": str,
     "solver_params": dict, "paper": dict, "figures": list,
 }
 
@@ -255,12 +256,18 @@ def validate_config(config, source):
         _positive(config, key, source)
     if config.get("snapshots") is None:
         raise ExperimentError(f"{source}: snapshots must be a positive number, got null")
-    for key, allowed in (("engine", ENGINES), ("device", DEVICES),
+    for key, allowed in (("engine", ENGINES), ("device", DEVICES), ("precision", PRECISIONS),
                          ("if_weights_missing", ON_MISSING_WEIGHTS),
                          ("augment", AUGMENTATIONS)):
         if config.get(key) not in allowed:
             raise ExperimentError(f"{source}: {key} must be one of {', '.join(allowed)}, "
                                   f"got {config.get(key)!r}")
+    if config["precision"] == "tf32" and config["device"] != "cuda":
+        raise ExperimentError(f"{source}: precision tf32 is a CUDA mode (TensorFloat-32 matrix "
+                              "units); on the CPU use fp32 or bf16")
+    if config["precision"] != "fp32" and config["engine"] == "caffe":
+        raise ExperimentError(f"{source}: real Caffe computes in fp32 only; precision "
+                              f"{config['precision']} needs engine torch")
     if not PADDING_RE.match(config.get("padding") or ""):
         raise ExperimentError(f"{source}: padding must be fixed:N or proportional:K (paper "
                               f"3.1: fixed:50, proportional:2), got {config.get('padding')!r}")

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 def _train_options(run):
     config = run.config
-    options = {"engine": config["engine"], "log": run.log_path}
+    options = {"engine": config["engine"], "log": run.log_path,
+               "precision": config.get("precision") or "fp32"}
     if run.weights:
         options["weights"] = run.weights
     if config["device"] == "cuda":
@@ -45,7 +46,8 @@ def train(run):
     found = run.snapshots()
     update_provenance(run, "training", {
         "started": started.isoformat(timespec="seconds"), "seconds": round(seconds, 1),
-        "engine": config["engine"], "device": config["device"], "snapshots": found,
+        "engine": config["engine"], "device": config["device"],
+        "precision": config.get("precision") or "fp32", "snapshots": found,
         "random_stream": random_stream(run)})
     return found
 
@@ -84,7 +86,8 @@ def evaluate(run, select_by=None):
     val_out, test_out = evaluation_paths(run)
     config = run.config
     common = {"engine": config["engine"], "train_val": run.train_val_path,
-              "gpu": 0 if config["device"] == "cuda" else None}
+              "gpu": 0 if config["device"] == "cuda" else None,
+              "precision": config.get("precision") or "fp32"}
     kwargs = {"criteria": tuple(select_by)} if select_by else {}
     val = evaluate_snapshots(run.deploy_path, snapshots,
                              os.path.join(run.dataset, "val_lmdb"), val_out, **common, **kwargs)

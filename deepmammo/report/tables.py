@@ -32,6 +32,17 @@ def _entry_scores(entry, decision):
     return entry["metrics"], entry.get("ci") or {}
 
 
+def _precision(run):
+    """The arithmetic a run's results were computed in (fp32 unless a results file says)."""
+    if run is None:
+        return "fp32"
+    for results in (run.val, run.test):
+        if results and results.get("precision") not in (None, "fp32"):
+            return results["precision"]
+    training = ((run.info.get("provenance") or {}).get("training") or {})
+    return training.get("precision") or "fp32"
+
+
 def table_rows(spec, runs, decision="argmax"):
     """Rows of one table: dicts with model, experiment, per metric ours/low/high/paper, and
     where each number came from. decision: 'argmax' (the paper's) or 'val-threshold' (test
@@ -53,6 +64,9 @@ def table_rows(spec, runs, decision="argmax"):
             row["model"] += " [from scratch]"
         if run is not None and run.shown_as:
             row["model"] += " [run: %s]" % run.shown_as
+        precision = _precision(run)
+        if precision != "fp32":  # an opt-in faster mode: not Caffe's numbers
+            row["model"] += " [%s]" % precision
         scores = _entry_scores(entry, decision) if entry is not None else ({}, {})
         row["decision"] = decision
         for metric in spec["metrics"]:
