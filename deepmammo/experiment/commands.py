@@ -2,6 +2,7 @@
 `deepmammo experiment CONFIG [key=value ...]` and `deepmammo experiments`. argparse lives
 here; the work is done by the library functions of this package."""
 import os
+import sys
 
 from deepmammo.evaluate.metrics import METRIC_NAMES
 
@@ -50,14 +51,15 @@ def cmd_experiment(args):
         overrides.append(("device", args.device))
     # ExperimentError is a ValueError: the command prints it without a traceback.
     config = load_config(args.config, overrides)
-    runs = run_experiment(config, dry_run=args.dry_run, evaluate_runs=args.evaluate,
-                          select_by=args.select_by, on_run=_print_run)
-    if not args.dry_run:
-        for run in runs:
-            found = run.snapshots()
-            print(f"snapshots in {run.folder}: {', '.join(found) if found else 'none'}")
-            if args.evaluate:
-                _print_evaluation(run)
+    def done(run):
+        found = run.snapshots()
+        print(f"snapshots in {run.folder}: {', '.join(found) if found else 'none'}")
+        if args.evaluate:
+            _print_evaluation(run)
+        sys.stdout.flush()  # in order with the log lines on stderr, also through a pipe
+
+    run_experiment(config, dry_run=args.dry_run, evaluate_runs=args.evaluate,
+                   select_by=args.select_by, on_run=_print_run, on_done=done)
     return 0
 
 
@@ -79,6 +81,7 @@ def _print_run(run):
     print(f"  solver: {run.solver_path}")
     if run.from_scratch:
         print("  FROM_SCRATCH: no ImageNet weights; every output of this run is marked so")
+    sys.stdout.flush()
 
 
 def cmd_experiments(args):

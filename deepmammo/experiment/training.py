@@ -107,10 +107,12 @@ def seed_configs(config):
     return [dict(config, seed=seed, repeat_group=group) for seed in seeds]
 
 
-def run_experiment(config, dry_run=False, evaluate_runs=False, select_by=None, on_run=None):
+def run_experiment(config, dry_run=False, evaluate_runs=False, select_by=None, on_run=None,
+                   on_done=None):
     """Prepare (and unless dry_run train, and if asked evaluate) one run per seed.
 
-    on_run(run) is called once each run folder is prepared (the CLI prints it)."""
+    on_run(run) is called once each run folder is prepared, on_done(run) once it is trained
+    (and evaluated): the CLI prints them as they come."""
     runs = []
     for one in seed_configs(config):
         run = prepare_run(one, dry_run=dry_run, stamp=_group_stamp(one))
@@ -122,6 +124,8 @@ def run_experiment(config, dry_run=False, evaluate_runs=False, select_by=None, o
         train(run)
         if evaluate_runs:
             evaluate(run, select_by)
+        if on_done:
+            on_done(run)
     return runs
 
 
