@@ -58,7 +58,7 @@ def test_predictions_csv_joins_the_manifest_and_reproduces_the_metrics(world):
 
 
 def test_test_results_mark_the_snapshot_chosen_on_validation(world):
-    for experiment, (val, test) in world["results"].items():
+    for val, test in world["results"].values():
         chosen = select_snapshot(val["snapshots"])
         assert test["selected"]["snapshot"] == os.path.basename(chosen["snapshot"])
         assert test["selected"]["source"].endswith(os.path.join("eval", "val.json"))

@@ -299,7 +299,7 @@ def test_lmdb_round_trip_grows_map_and_is_atomic(tmp_path, rng):
     assert len(reader) == 40
     records = list(reader.datums())
     assert records[0][0] == "00000000_crop0"
-    for (key, d), img in zip(records, images):
+    for (_, d), img in zip(records, images):
         assert np.array_equal(datum_io.datum_to_array(d), img)
     reader.close()
     # A writer that dies leaves the complete database untouched and no temporary folder.

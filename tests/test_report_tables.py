@@ -22,7 +22,7 @@ def test_table2_reports_test_metrics_of_the_snapshot_chosen_on_validation(world,
     assert sorted(runs) == ["googlenet-deeper", "levynet"]
     markdown, rows = write_table("table2", runs, str(tmp_path))
     by_exp = {r["experiment"]: r for r in rows}
-    for experiment, (val, test) in world["results"].items():
+    for experiment, (_, test) in world["results"].items():
         chosen = test["selected"]["snapshot"]
         entry = next(e for e in test["snapshots"] if e["snapshot"].endswith(chosen))
         row = by_exp[experiment]

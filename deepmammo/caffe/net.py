@@ -252,7 +252,7 @@ class Net:
         if self.force_backward:
             for i, layer in enumerate(self.layers):
                 self._layer_need_backward[i] = True
-                for j, name in enumerate(self._bottom_ids[i]):
+                for j in range(len(self._bottom_ids[i])):
                     self._bottom_need_backward[i][j] = (self._bottom_need_backward[i][j]
                                                         or layer.allow_force_backward(j))
                 self._param_propagate_down[i] = [True] * len(layer.blobs)

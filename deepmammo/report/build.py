@@ -51,12 +51,15 @@ def _mean_of(results):
     return None if mean is None else np.asarray(mean, dtype=np.float32)
 
 
-def _records(results, cache={}):
+_RECORDS = {}  # LMDB path -> (keys, images, labels): several figures read the same LMDB
+
+
+def _records(results):
     """(keys, images, labels) of the LMDB a results file was computed on (cached per path)."""
     path = results["lmdb"]
-    if path not in cache:
-        cache[path] = predict.read_records(path)
-    return cache[path]
+    if path not in _RECORDS:
+        _RECORDS[path] = predict.read_records(path)
+    return _RECORDS[path]
 
 
 def _balanced_pick(labels, count):
@@ -253,7 +256,7 @@ def _beyond_markdown(title, rows):
     for r in rows:
         m, ci = r["metrics"], r.get("ci") or {}
 
-        def cell(k):
+        def cell(k, m=m, ci=ci):
             if m.get(k) is None:
                 return "-"
             return "%.3f" % m[k] + (" [%.3f, %.3f]" % tuple(ci[k]) if ci.get(k) else "")

@@ -216,7 +216,7 @@ def runs_table(runs):
                 continue
             m, ci = entry["metrics"], entry.get("ci") or {}
 
-            def cell(metric):
+            def cell(metric, m=m, ci=ci):
                 value = _fmt(m.get(metric), metric)
                 if ci.get(metric):
                     value += " [%.3f, %.3f]" % tuple(ci[metric])
