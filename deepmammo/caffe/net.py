@@ -41,6 +41,7 @@ Where this differs from BVLC Caffe (on purpose):
 import collections
 import logging
 import os
+import sys
 
 import numpy as np
 import torch
@@ -591,6 +592,10 @@ class Net:
 
     def __del__(self):
         # The prefetch threads hold their layers, not the net: dropping the net stops them.
+        # At interpreter exit the Data layer's atexit hook has already stopped them; nothing
+        # is done during finalization, where a frozen thread could make close() wait for ever.
+        if sys.is_finalizing():
+            return
         try:
             self.close()
         except Exception:
