@@ -19,19 +19,18 @@ Nothing is written under OUT's final name until the whole build is complete: a c
 previous OUT (if any) untouched, and a rerun starts clean.
 """
 import csv
-import glob
+import errno
 import hashlib
 import io
 import json
 import logging
 import os
-import shutil
 import time
 
 import numpy as np
 from tqdm import tqdm
 
-from deepmammo.atomic import atomic_path, write_text
+from deepmammo.atomic import atomic_path, output_lock, write_text
 from deepmammo.caffe.formats.binaryproto import write_mean
 from deepmammo.caffe.formats.datum import array_to_datum, datum_to_bytes
 from deepmammo.caffe.formats.lmdb_io import LMDBReader, LMDBWriter, lmdb_key
@@ -175,14 +174,6 @@ def _write_manifest(path, rows):
     write_text(path, buf.getvalue())
 
 
-def _remove_stale_temporaries(out):
-    """Folders a killed earlier run left beside OUT (atomic_path's temporary names)."""
-    parent, base = os.path.split(os.path.abspath(out))
-    for stale in glob.glob(os.path.join(parent, f".{base}.*.tmp")):
-        log.info("removing the unfinished build %s", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 def build_lmdbs(crops_dir, splits_csv, out, augment="paper", seed=0, grey="full-range",
                 size=224, workers=None, eval_resize="crop"):
     """Build OUT from `crops_dir` and `splits_csv`; return the build record (build.json)."""
@@ -218,7 +209,21 @@ def build_lmdbs(crops_dir, splits_csv, out, augment="paper", seed=0, grey="full-
         with open(crops_meta_path) as f:
             crops_config = json.load(f).get("config", {})
 
-    _remove_stale_temporaries(out)
+    check_output_folder(out)
+    with output_lock(out):
+        return _build(crops_dir, splits_csv, out, augment, seed, size, workers, eval_resize,
+                      mapping, by_split, crops_config)
+
+
+def check_output_folder(out):
+    """An output folder may be replaced, a file may not (it is not ours to delete)."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder; choose another "
+                                 "--out or remove it", os.fspath(out))
+
+
+def _build(crops_dir, splits_csv, out, augment, seed, size, workers, eval_resize, mapping,
+           by_split, crops_config):
     t0 = time.time()
     if augment == "paper":
         fill = mean_pixel(by_split["train"], mapping, workers)
