@@ -76,6 +76,20 @@ def write_text(path, text):
     write_bytes(path, text.encode("utf-8"))
 
 
+def check_output_folder(path):
+    """An output folder may be replaced; an existing file may not (it is not ours to delete)."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder; choose another "
+                                 "output or remove it", os.fspath(path))
+
+
+def check_output_file(path):
+    """An output file may be replaced; an existing folder may not."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a folder; the output is a file (give a file "
+                                "name)", os.fspath(path))
+
+
 def pid_alive(pid):
     """True when process `pid` exists on this machine."""
     if pid <= 0:

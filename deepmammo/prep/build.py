@@ -19,7 +19,6 @@ Nothing is written under OUT's final name until the whole build is complete: a c
 previous OUT (if any) untouched, and a rerun starts clean.
 """
 import csv
-import errno
 import hashlib
 import io
 import json
@@ -30,7 +29,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from deepmammo.atomic import atomic_path, output_lock, write_text
+from deepmammo.atomic import atomic_path, check_output_folder, output_lock, write_text
 from deepmammo.caffe.formats.binaryproto import write_mean
 from deepmammo.caffe.formats.datum import array_to_datum, datum_to_bytes
 from deepmammo.caffe.formats.lmdb_io import LMDBReader, LMDBWriter, lmdb_key
@@ -213,13 +212,6 @@ def build_lmdbs(crops_dir, splits_csv, out, augment="paper", seed=0, grey="full-
     with output_lock(out):
         return _build(crops_dir, splits_csv, out, augment, seed, size, workers, eval_resize,
                       mapping, by_split, crops_config)
-
-
-def check_output_folder(out):
-    """An output folder may be replaced, a file may not (it is not ours to delete)."""
-    if os.path.lexists(out) and not os.path.isdir(out):
-        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder; choose another "
-                                 "--out or remove it", os.fspath(out))
 
 
 def _build(crops_dir, splits_csv, out, augment, seed, size, workers, eval_resize, mapping,

@@ -28,7 +28,7 @@ import shutil
 import numpy as np
 from tqdm import tqdm
 
-from deepmammo.atomic import write_text
+from deepmammo.atomic import check_output_folder, output_lock, write_text
 from deepmammo.prep import images
 from deepmammo.prep.parallel import run_tasks
 from deepmammo.provenance import file_sha1, provenance
@@ -257,8 +257,19 @@ def build_crops(cases_csv, out_dir, padding="fixed:50", edge="clip", workers=Non
     if not rows:
         raise ValueError(f"{cases_csv}: no case rows")
     config = {"padding": str(padding), "edge": edge, "cases_sha1": file_sha1(cases_csv)}
-
+    check_output_folder(out_dir)
     partial = out_dir + ".partial"
+    with output_lock(out_dir):
+        try:
+            return _build(cases_csv, out_dir, partial, rows, config, padding, edge, workers)
+        except Exception:
+            # An error (bad input, no space, no permission) leaves nothing behind; a kill or
+            # Ctrl-C leaves the partial folder, which the next run with these settings resumes.
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+
+def _build(cases_csv, out_dir, partial, rows, config, padding, edge, workers):
     images_dir = os.path.join(partial, "images")
     cfg_path = os.path.join(partial, "config.json")
     if os.path.isdir(partial):

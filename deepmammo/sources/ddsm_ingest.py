@@ -25,7 +25,13 @@ def _check_ljpeg(path, view, decode):
 def collect(root, ctx):
     for case in tqdm(list(ddsm.walk_ddsm(root)), desc="DDSM cases", unit="case",
                      disable=None):
-        _collect_case(case, ctx)
+        if case.ics_path is None:   # view files whose case folder has no .ics
+            for path in case.orphans:
+                ctx.skip(os.path.basename(case.folder), path,
+                         f"no .ics file for this case in {case.folder}", "missing .ics")
+            continue
+        with ctx.guard(os.path.basename(case.folder), case.ics_path):
+            _collect_case(case, ctx)
 
 
 def _collect_case(case, ctx):
