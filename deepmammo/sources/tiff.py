@@ -36,11 +36,12 @@ def collect(root, ctx):
     for csv_path in csvs:
         try:
             rows = read_case_csv(csv_path)
-        except (CBISError, UnicodeDecodeError) as exc:
+        except CBISError as exc:
             ctx.skip(os.path.basename(csv_path), csv_path, f"unreadable CSV: {exc}", "unreadable CSV")
             continue
         for row in tqdm(rows, desc=os.path.basename(csv_path), unit="row", disable=None):
-            _collect_row(csv_path, row, index, ctx)
+            with ctx.guard(f"{csv_path}:{row['_line']}", f"{csv_path}:{row['_line']}"):
+                _collect_row(csv_path, row, index, ctx)
 
 
 def _collect_row(csv_path, row, index, ctx):
