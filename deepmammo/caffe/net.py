@@ -88,6 +88,17 @@ def _parse_args(args, kwargs):
     return phase, weights
 
 
+def _allocation_failure(exc):
+    """torch's message when `exc` is a failed allocation (sizes too large), else None."""
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, RuntimeError):
+        text = str(exc)
+        if any(k in text for k in ("allocate", "overflow", "out of memory", "too large")):
+            return text.splitlines()[0][-200:]
+    return None
+
+
 class Net:
     def __init__(self, model, *args, level=0, stages=(), device=None, source=None, **kwargs):
         """`source` names an in-memory NetParameter in errors (e.g. the file it came from)."""
@@ -112,8 +123,12 @@ class Net:
             self.last_loss = 0.0
             if weights is not None:
                 self.copy_from(weights)
-        except BaseException:
+        except BaseException as exc:
             self.close()  # Data layers built before the failure stop prefetching
+            too_big = _allocation_failure(exc)
+            if too_big:   # sizes in the prototxt beyond this machine: say so, no traceback
+                raise NetError(f"{self.source}: the net's blobs do not fit in memory "
+                               f"({too_big}); check the sizes in the prototxt") from None
             raise
 
     # ------------------------------------------------------------------ construction
