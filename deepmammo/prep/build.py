@@ -18,6 +18,7 @@ any number of workers.
 Nothing is written under OUT's final name until the whole build is complete: a crash leaves the
 previous OUT (if any) untouched, and a rerun starts clean.
 """
+import contextlib
 import csv
 import hashlib
 import io
@@ -214,6 +215,18 @@ def build_lmdbs(crops_dir, splits_csv, out, augment="paper", seed=0, grey="full-
                       mapping, by_split, crops_config)
 
 
+@contextlib.contextmanager
+def _named_as(tmp, out):
+    """Errors about files in the temporary build folder name them as the user will see them."""
+    try:
+        yield
+    except OSError as exc:
+        name = os.fspath(exc.filename) if exc.filename is not None else ""
+        if exc.strerror and name.startswith(tmp):
+            raise type(exc)(exc.errno, exc.strerror, os.fspath(out) + name[len(tmp):]) from exc
+        raise
+
+
 def _build(crops_dir, splits_csv, out, augment, seed, size, workers, eval_resize, mapping,
            by_split, crops_config):
     t0 = time.time()
@@ -236,7 +249,7 @@ def _build(crops_dir, splits_csv, out, augment, seed, size, workers, eval_resize
                      "squash": "resized to size x size, aspect ignored"}[eval_resize],
     }
     counts, manifest = {}, []
-    with atomic_path(out, is_dir=True) as tmp:
+    with atomic_path(out, is_dir=True) as tmp, _named_as(tmp, out):
         for split in SPLITS:
             stats, rows, total = _write_split(
                 os.path.join(tmp, f"{split}_lmdb"), split, by_split[split], augment, size, fill,

@@ -167,8 +167,11 @@ def _crop_one(image, mask, row, padding, edge, crop_id, images_dir):
     name = f"{crop_id}.png"
     final = os.path.join(images_dir, name)
     tmp = os.path.join(images_dir, f".{name}.tmp")
-    images.write_png(tmp, crop)
-    os.replace(tmp, final)
+    try:
+        images.write_png(tmp, crop)
+        os.replace(tmp, final)
+    except OSError as exc:
+        raise CropWriteError(exc.errno, exc.strerror, exc.filename or final) from None
     record = {
         "crop_id": crop_id, "case_id": row.get("case_id", ""), "patient_id": row["patient_id"],
         "side": row.get("side", ""), "view": row.get("view", ""),
@@ -181,8 +184,16 @@ def _crop_one(image, mask, row, padding, edge, crop_id, images_dir):
         "clip_bottom": cut[2], "clip_right": cut[3], "trim_left": trims[0],
         "trim_right": trims[1], "height": crop.shape[0], "width": crop.shape[1],
     }
-    write_text(os.path.join(images_dir, f"{crop_id}.json"), json.dumps(record))
+    try:
+        write_text(os.path.join(images_dir, f"{crop_id}.json"), json.dumps(record))
+    except OSError as exc:
+        raise CropWriteError(exc.errno, exc.strerror, exc.filename or final) from None
     return record
+
+
+class CropWriteError(OSError):
+    """Writing a crop failed (no space, no permission): the build stops; it is not a problem
+    of the case, which a skip would wrongly blame."""
 
 
 def _skip(row, reason):
@@ -216,6 +227,8 @@ def _crop_image_task(task):
         try:
             mask = np.asarray(images.load_mask(row)).astype(bool)
             records.append(_crop_one(image, mask, row, padding, edge, crop_id, images_dir))
+        except CropWriteError:
+            raise
         except Exception as exc:  # noqa: BLE001
             skips.append(_skip(row, f"{type(exc).__name__}: {exc}"))
     return records, skips
