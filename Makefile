@@ -164,3 +164,11 @@ demo: $(STAMP) ## the whole path on a small synthetic archive, in minutes on a C
 	$(DM) experiment configs/demo-googlenet.yaml dataset=$(DATASETS)/large-aug --engine $(ENGINE) --device $(DEVICE)
 	$(MAKE) --no-print-directory evaluate RUN=runs/demo-googlenet/latest DATA=$(DATASETS)/large-aug
 	$(DM) report --runs runs --name demo --alias demo-levynet=levynet --alias demo-googlenet=googlenet-deeper
+
+# ---------------- fuzzing (issue 12)
+FUZZ_MUTANTS ?= 5000
+FUZZ_SEED ?= 0
+.PHONY: fuzz
+fuzz: $(STAMP) ## long fuzz campaign: every reader, FUZZ_MUTANTS mutants each, outcomes per reader
+	$(PY) scripts/fuzz_campaign.py --mutants $(FUZZ_MUTANTS) --seed $(FUZZ_SEED)
+	DEEPMAMMO_FUZZ_EXAMPLES=2000 $(PY) -m pytest -q tests/test_fuzz_readers.py

@@ -25,7 +25,7 @@ setup(
         "torch>=2.1,<2.14",
     ],
     extras_require={
-        "test": ["pytest>=7", "scikit-learn>=1.2"],
+        "test": ["pytest>=7", "scikit-learn>=1.2", "hypothesis>=6.70"],
         # What real pycaffe imports (python/caffe/io.py needs scikit-image).
         "caffe": ["scikit-image>=0.21", "six"],
     },
