@@ -27,14 +27,17 @@ import fuzz_targets as T  # noqa: E402  (the tests folder is put on the path jus
 OUTCOMES = ("ok", "error", "traceback", "signal", "hang", "garbage")
 
 
+def _chooser(rng):
+    return lambda what, n: rng.randrange(n)
+
+
 def worker(reader, seed_dir, seed_path, seed, first, count):
     """Read mutants first..first+count-1 of `reader`; one JSON line per mutant on stdout,
     a "start" line before each so the parent knows which one a crash or hang hit."""
     with open(seed_path, "rb") as f:
         data = f.read()
     for i in range(first, first + count):
-        rng = random.Random(f"{seed}:{reader}:{i}")
-        kind, mutant = T.mutate(data, lambda what, n: rng.randrange(n))
+        kind, mutant = T.mutate(data, _chooser(random.Random(f"{seed}:{reader}:{i}")))
         print(json.dumps({"start": i, "kind": kind}), flush=True)
         try:
             outcome = T.feed(reader, seed_path, mutant, seed_dir)

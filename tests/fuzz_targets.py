@@ -296,8 +296,6 @@ READERS = {
     "overlay": _read_overlay, "dicom": _read_dicom, "manifest": _read_manifest,
     "cases.csv": _read_cases, "config": _read_config,
 }
-# Readers that reach the lead's experiment layer, which is being rewritten at the same time.
-EXPERIMENT_READERS = ("config",)
 
 
 def feed(reader, seed_path, data, workdir):

@@ -14,6 +14,8 @@ import time
 import lmdb
 import numpy as np
 import pytest
+from solver_scenario import make_data, write_solver
+from test_prep_archive import make_archive
 
 from deepmammo import atomic
 from deepmammo.caffe.formats import lmdb_io
@@ -23,8 +25,6 @@ from deepmammo.caffe.formats.solverstate import read_solverstate
 from deepmammo.prep.build import build_lmdbs
 from deepmammo.prep.crops import build_crops, read_crops
 from deepmammo.prep.split import make_split, write_split
-from solver_scenario import make_data, write_solver
-from test_prep_archive import make_archive
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
@@ -324,7 +324,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 """)
     (tmp_path / "script.py").write_text(EXIT_SCRIPT)
     exited, slowest = 0, 0.0
-    for batch in range(5):      # four at a time: 20 runs in the time of 5
+    for _ in range(5):          # four at a time: 20 runs in the time of 5
         procs = [(time.time(), subprocess.Popen([sys.executable, "script.py"], cwd=tmp_path,
                                                 env=_env(), stderr=subprocess.PIPE))
                  for _ in range(4)]

@@ -5,11 +5,10 @@ of the file is an error too. Hypothesis runs derandomized with a small budget he
 minute for all readers); `make fuzz` (scripts/fuzz_campaign.py) runs a long campaign."""
 import os
 
+import fuzz_targets as T
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import fuzz_targets as T
 
 # Examples per reader in the test suite; DEEPMAMMO_FUZZ_EXAMPLES raises it for a longer run.
 EXAMPLES = int(os.environ.get("DEEPMAMMO_FUZZ_EXAMPLES", "200"))
@@ -28,24 +27,14 @@ def seeds(tmp_path_factory):
     return root, T.write_seeds(root)
 
 
-def _params():
-    out = []
-    for reader in T.READERS:
-        marks = ()
-        if reader in T.EXPERIMENT_READERS:
-            marks = (pytest.mark.xfail(strict=False, reason="lead's experiment layer"),)
-        out.append(pytest.param(reader, marks=marks, id=reader))
-    return out
-
-
-@pytest.mark.parametrize("reader", _params())
+@pytest.mark.parametrize("reader", list(T.READERS))
 def test_the_seed_itself_reads(seeds, reader):
     root, paths = seeds
     with open(paths[reader], "rb") as f:
         assert T.feed(reader, paths[reader], f.read(), root) == "ok"
 
 
-@pytest.mark.parametrize("reader", _params())
+@pytest.mark.parametrize("reader", list(T.READERS))
 def test_mutants_raise_only_documented_errors(seeds, reader):
     root, paths = seeds
     with open(paths[reader], "rb") as f:
@@ -63,7 +52,7 @@ def test_mutants_raise_only_documented_errors(seeds, reader):
     check()
 
 
-@pytest.mark.parametrize("reader", _params())
+@pytest.mark.parametrize("reader", list(T.READERS))
 def test_a_folder_in_place_of_the_file(seeds, reader, tmp_path):
     folder = tmp_path / ("case-1.ics" if reader == "ics" else "input")
     folder.mkdir()
