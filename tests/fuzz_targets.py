@@ -4,8 +4,8 @@ mutations applied to them, and the error types each reader documents (docs/error
 
 A reader passes a mutant when it returns or raises one of its documented errors: ValueError
 (every reader's own error class is one) or OSError (the file system). Anything else is a
-traceback a user would see. For LJPEG, whose pixels are known, a decode that returns other
-pixels than the seed's after a truncation or insertion is silent garbage."""
+traceback a user would see. For LJPEG, whose pixels are known, a truncated scan that still
+decodes is silent garbage."""
 import os
 import re
 
@@ -17,7 +17,8 @@ DOCUMENTED = (ValueError, OSError)
 # ranges Caffe and numpy use, negative, zero.
 HUGE_NUMBERS = (b"2147483648", b"4294967296", b"9223372036854775808",
                 b"99999999999999999999999999", b"-1", b"-2147483649", b"0")
-MUTATIONS = ("flip", "truncate", "insert", "number", "non-utf8", "empty", "duplicate")
+MUTATIONS = ("flip", "truncate", "cut-keep-end", "insert", "number", "non-utf8", "empty",
+             "duplicate")
 
 
 def mutate(data, choose):
@@ -34,6 +35,8 @@ def mutate(data, choose):
         return kind, bytes(out)
     if kind == "truncate":
         return kind, data[:choose("at", n)]
+    if kind == "cut-keep-end":   # cut short, but ending as the file did (an end marker)
+        return kind, data[:choose("at", max(n - 2, 1))] + data[-2:]
     if kind == "insert":
         at = choose("at", n + 1)
         junk = bytes(choose("byte", 256) for _ in range(1 + choose("length", 16)))
@@ -320,13 +323,16 @@ def _suffix(seed_path):
     return os.path.splitext(name)[1]
 
 
-def is_silent_garbage(reader, kind, data, seed_dir):
-    """True when a truncated or extended LJPEG decodes to pixels that are not the seed's."""
-    if reader != "ljpeg" or kind not in ("truncate", "insert", "duplicate"):
-        return False
+def ljpeg_outcome(kind, data, seed_dir):
+    """For an LJPEG mutant that decoded: "garbage" when a truncated scan gave pixels (the
+    reader must refuse it), "changed" when a flip or insertion made a stream that is a valid
+    encoding of other pixels (LJPEG has no checksum: nothing in the file can tell), else
+    None (the seed's pixels)."""
     from deepmammo.sources import ljpeg
     try:
         image = ljpeg.decode(data, (24, 20))
     except DOCUMENTED:
-        return False
-    return not np.array_equal(image, np.load(os.path.join(seed_dir, "image.npy")))
+        return None
+    if np.array_equal(image, np.load(os.path.join(seed_dir, "image.npy"))):
+        return None
+    return "garbage" if kind in ("truncate", "cut-keep-end", "empty") else "changed"

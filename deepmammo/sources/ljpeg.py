@@ -128,14 +128,14 @@ def _read_dht(body, tables, source):
 
 
 def _entropy_segment(data, scan_start):
-    """(bytes of entropy-coded data after unstuffing, offset of the marker that ends it, that
-    marker's code) for the scan starting at `scan_start`."""
+    """(bytes of entropy-coded data after unstuffing, its last byte, the code of the marker
+    that ends it) for the scan starting at `scan_start`."""
     seg = np.frombuffer(data, np.uint8, offset=scan_start)
     ff = np.flatnonzero(seg[:-1] == 0xFF)
     following = seg[ff + 1]
     ends = ff[following != 0x00]
     if not len(ends):
-        return len(seg) - len(ff), len(data), None
+        return len(seg) - len(ff), None, None
     end = int(ends[0])
     stuffed = int(np.count_nonzero(ff < end))
     marker = int(seg[end + 1])
@@ -143,7 +143,11 @@ def _entropy_segment(data, scan_start):
     while marker == 0xFF and k + 1 < len(seg):   # fill bytes before the marker
         k += 1
         marker = int(seg[k])
-    return end - stuffed, scan_start + end, marker
+    # The last data byte, unstuffed (a stuffed 0xFF is followed by 0x00).
+    last = None
+    if end >= 1:
+        last = 0xFF if end >= 2 and seg[end - 1] == 0 and seg[end - 2] == 0xFF else int(seg[end - 1])
+    return end - stuffed, last, marker
 
 
 def check_scan_length(image, header, data, scan_start, source):
@@ -156,7 +160,7 @@ def check_scan_length(image, header, data, scan_start, source):
     padding. Raises LJPEGError naming the row where the data ran out or the bytes left over."""
     if header.code_lengths is None or header.restarts:
         return   # restart intervals (not used by DDSM) would need a marker-aware count
-    available, _end, marker = _entropy_segment(data, scan_start)
+    available, last_byte, marker = _entropy_segment(data, scan_start)
     if marker != EOI:
         what = "no marker" if marker is None else f"marker 0xFF{marker:02X}"
         raise LJPEGError(f"{source}: the scan ends with {what}, not the end-of-image marker")
@@ -191,6 +195,12 @@ def check_scan_length(image, header, data, scan_start, source):
         raise LJPEGError(f"{source}: {available - needed} byte(s) of data left over after the "
                          f"last sample (row {h} of {h}) before the end-of-image marker "
                          "(corrupt file)")
+    padding = 8 * available - used
+    if padding and last_byte is not None and (~last_byte) & ((1 << padding) - 1):
+        # JPEG pads the last byte with 1-bits: other bits there mean the samples before were
+        # decoded out of step with what the encoder wrote.
+        raise LJPEGError(f"{source}: the scan's last byte is not padded with 1-bits after "
+                         f"the last sample (row {h} of {h}): corrupt entropy-coded data")
 
 
 def _bit_costs(lengths):
