@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deepmammo.sources import images
+from deepmammo.sources.ingestion import describe_error
 from deepmammo.textfile import TextFileError, read_text
 
 CSV_NAME = re.compile(r"^(mass|calc)_case_description_(train|test)_set\.csv$", re.IGNORECASE)
@@ -239,7 +240,7 @@ def _collect_row(root, csv_path, lesion, split, row, index, cache, ctx):
     try:
         ds, image = cache.full_image(image_path)
     except (images.ImageError, OSError) as exc:
-        ctx.skip(case_id, image_path, str(exc), "unreadable image")
+        ctx.skip(case_id, image_path, describe_error(exc), "unreadable image")
         return
     if image.ndim != 2:
         ctx.skip(case_id, image_path, f"expected one greyscale frame, got shape {image.shape}",

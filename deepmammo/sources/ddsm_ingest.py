@@ -6,6 +6,7 @@ import warnings
 from tqdm import tqdm
 
 from deepmammo.sources import ddsm, ljpeg
+from deepmammo.sources.ingestion import describe_error
 
 
 def _check_ljpeg(path, view, decode):
@@ -16,7 +17,7 @@ def _check_ljpeg(path, view, decode):
         else:
             ljpeg.check_file(path, view.shape, view.bits_per_pixel)
     except (ljpeg.LJPEGError, OSError) as exc:
-        return str(exc)
+        return describe_error(exc)
     except Exception as exc:  # a corrupt stream must land in the report, not stop the ingest
         return f"{path}: unreadable LJPEG ({type(exc).__name__}: {exc})"
     return None
@@ -38,7 +39,8 @@ def _collect_case(case, ctx):
     try:
         ics = ddsm.read_ics(case.ics_path)
     except (ddsm.ICSError, OSError, UnicodeDecodeError) as exc:
-        ctx.skip(os.path.basename(case.folder), case.ics_path, f"broken .ics: {exc}", "broken .ics")
+        ctx.skip(os.path.basename(case.folder), case.ics_path,
+                 f"broken .ics: {describe_error(exc)}", "broken .ics")
         return
     for note in case.notes:
         ctx.fixed(ics.name, case.ics_path, note, "misplaced file")
@@ -61,7 +63,8 @@ def _collect_case(case, ctx):
         try:
             abnormalities = ddsm.read_overlay(overlay_path)
         except (ddsm.OverlayError, OSError, UnicodeDecodeError) as exc:
-            ctx.skip(label, overlay_path, f"broken .OVERLAY: {exc}", "broken .OVERLAY")
+            ctx.skip(label, overlay_path, f"broken .OVERLAY: {describe_error(exc)}",
+                     "broken .OVERLAY")
             continue
         image_path = case.ljpegs.get(view_name)
         if image_path is None:

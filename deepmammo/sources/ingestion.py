@@ -130,7 +130,7 @@ class IngestContext:
             try:
                 mask = images.read_mask(mask_path, shape)
             except (images.ImageError, OSError) as exc:
-                self.skip(case, mask_path, str(exc), "unreadable mask")
+                self.skip(case, mask_path, describe_error(exc), "unreadable mask")
                 return False
         if mask.shape != shape:
             self.skip(case, mask_file_for_report or mask_path,

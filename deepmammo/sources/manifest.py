@@ -11,6 +11,7 @@ import os
 from tqdm import tqdm
 
 from deepmammo.sources import images
+from deepmammo.sources.ingestion import describe_error
 from deepmammo.textfile import decode_text
 
 REQUIRED = ("patient_id", "image", "mask", "pathology")
@@ -91,7 +92,7 @@ def _collect_row(path, base, row, line, counters, ctx):
         fmt = images.format_of(image_path)
         image = images.read_image(image_path, fmt)
     except (images.ImageError, OSError) as exc:
-        ctx.skip(case_id, image_path, str(exc), "unreadable image")
+        ctx.skip(case_id, image_path, describe_error(exc), "unreadable image")
         return
     out = {
         "case_id": case_id, "patient_id": pid, "side": side, "view": view,

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from deepmammo.sources import images
 from deepmammo.sources.cbis import CBISError, read_case_csv
+from deepmammo.sources.ingestion import describe_error
 
 CSV_NAME = re.compile(r"^mass_case_description.*\.csv$", re.IGNORECASE)
 
@@ -66,7 +67,7 @@ def _collect_row(csv_path, row, index, ctx):
     try:
         image = images.read_image(image_path, "TIFF")
     except (images.ImageError, OSError) as exc:
-        ctx.skip(case_id, image_path, str(exc), "unreadable image")
+        ctx.skip(case_id, image_path, describe_error(exc), "unreadable image")
         return
     out = {
         "case_id": case_id, "patient_id": pid, "side": side, "view": view,
