@@ -145,8 +145,10 @@ def _entropy_segment(data, scan_start):
         marker = int(seg[k])
     # The last data byte, unstuffed (a stuffed 0xFF is followed by 0x00).
     last = None
-    if end >= 1:
-        last = 0xFF if end >= 2 and seg[end - 1] == 0 and seg[end - 2] == 0xFF else int(seg[end - 1])
+    if end >= 2 and seg[end - 1] == 0 and seg[end - 2] == 0xFF:
+        last = 0xFF
+    elif end >= 1:
+        last = int(seg[end - 1])
     return end - stuffed, last, marker
 
 

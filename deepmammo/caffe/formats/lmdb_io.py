@@ -105,10 +105,10 @@ class LMDBWriter:
             # LMDB reports a short write() on a full disk as EIO.
             code = errno.ENOSPC
         if code in (errno.ENOSPC, errno.EDQUOT):
-            need = self.bytes / 2**20
+            need, records = self.bytes / 2**20, self.count + len(self._pending)
             return OSError(code, f"{os.strerror(code)}: the database needs at least "
-                                 f"{need:.1f} MiB ({self.count + len(self._pending)} records so far; "
-                                 "the unfinished database was removed)", self.path)
+                                 f"{need:.1f} MiB ({records} records so far; the unfinished "
+                                 "database was removed)", self.path)
         if isinstance(exc, OSError):
             return exc
         if code is not None:
