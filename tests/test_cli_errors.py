@@ -173,15 +173,20 @@ def test_a_dicom_without_transfer_syntax_is_reported_and_the_manifest_goes_on(tm
     del ds.file_meta.TransferSyntaxUID
     ds.save_as(str(tmp_path / "nots.dcm"), enforce_file_format=False)
     _png(tmp_path / "m.png", mask)
+    data = (tmp_path / "good.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:200])      # pydicom's own error, our file name
     manifest = _write_manifest(tmp_path, [b"P1,nots.dcm,m.png,MALIGNANT",
                                           b"P2,good.dcm,m.png,BENIGN",
-                                          b"P3,good.dcm,m.png,BENIGN\xe9"])
+                                          b"P3,good.dcm,m.png,BENIGN\xe9",
+                                          b"P4,cut.dcm,m.png,BENIGN"])
     out = tmp_path / "cases.csv"
     rc, _, err = run_cli("ingest", "manifest", manifest, "--out", out)
     assert rc == 0 and "Traceback" not in err, err
     report = skipped_rows(out)
     assert any("nots.dcm" in r["file"] and "transfer syntax" in r["reason"] for r in report), report
     assert any(r["file"] == f"{manifest}:4" and "UTF-8" in r["reason"] for r in report), report
+    cut = [r for r in report if r["file"].endswith("cut.dcm")]
+    assert cut and cut[0]["reason"].startswith(str(tmp_path / "cut.dcm")), report
     assert [r["patient_id"] for r in cases_mod.read_cases(out)] == ["P2"]
 
 

@@ -293,6 +293,26 @@ def test_a_second_build_of_one_output_names_the_first_and_stale_work_is_kept_or_
     assert leftovers(tmp_path) == [] and (out / "build.json").is_file()
 
 
+def test_two_real_builds_of_one_output_the_second_names_the_first(dataset, tmp_path):
+    _, crops_dir, splits = dataset
+    out = tmp_path / "db"
+    first = subprocess.Popen([sys.executable, "-m", "deepmammo", "lmdb", crops_dir, "--splits",
+                              splits, "--out", str(out), "--size", "224", "--workers", "1"],
+                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.time() + 120
+    while not glob.glob(str(tmp_path / f".db.{first.pid}.*.tmp")) and time.time() < deadline:
+        assert first.poll() is None, "the first build ended before the second started"
+        time.sleep(0.02)
+    # The second build starts in this process (a second command would spend its start-up
+    # importing while the first finishes); the command's line is tested above.
+    with pytest.raises(atomic.OutputLocked, match=f"process {first.pid}"):
+        build_lmdbs(crops_dir, splits, str(out), size=32, workers=1)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err                   # the first one was left alone
+    assert (out / "build.json").is_file() and leftovers(tmp_path) == []
+
+
 def test_output_lock_in_process(tmp_path):
     out = tmp_path / "x"
     with atomic.output_lock(out):
