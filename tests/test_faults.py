@@ -215,21 +215,24 @@ def test_kill_during_lmdb_build_keeps_the_previous_build_and_the_next_run_cleans
     assert leftovers(tmp_path) == []                             # both removed: pid is gone
 
 
-def test_ctrl_c_during_lmdb_build_is_one_line_and_leaves_the_previous_build(dataset, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_during_lmdb_build_is_one_line_and_leaves_the_previous_build(dataset, tmp_path,
+                                                                            workers):
     _, crops_dir, splits = dataset
     out = tmp_path / "db"
     assert run_cli("lmdb", crops_dir, "--splits", splits, "--out", out, "--size", 32,
                    "--augment", "none", "--workers", 1)[0] == 0
     before = (out / "build.json").read_bytes()
+    # A session of its own: Ctrl-C at a terminal reaches the whole process group (workers too).
     proc = subprocess.Popen([sys.executable, "-m", "deepmammo", "lmdb", crops_dir, "--splits",
-                             splits, "--out", str(out), "--size", "96", "--workers", "1"],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                             splits, "--out", str(out), "--size", "224", "--workers",
+                             str(workers)], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while not glob.glob(str(tmp_path / f".db.{proc.pid}.*.tmp")) and time.time() < deadline:
         assert proc.poll() is None, "the build ended before it could be interrupted"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "deepmammo lmdb: interrupted"

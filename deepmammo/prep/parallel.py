@@ -7,11 +7,18 @@ any number of workers.
 import multiprocessing
 import os
 import queue
+import signal
 
 
 def default_workers():
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                else (os.cpu_count() or 1))
+
+
+def _ignore_sigint():
+    """Ctrl-C reaches every process of the terminal's group: the workers leave it to the
+    parent, which stops the pool and prints one line, instead of each printing a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_tasks(func, tasks, workers=None, max_pending=None):
@@ -28,7 +35,7 @@ def run_tasks(func, tasks, workers=None, max_pending=None):
     max_pending = max_pending or 2 * workers
     ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     done = queue.Queue()  # results as they finish, pushed by the pool's result thread
-    with ctx.Pool(workers) as pool:
+    with ctx.Pool(workers, initializer=_ignore_sigint) as pool:
         in_flight = 0
         it = iter(tasks)
         exhausted = False
