@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 # DDSM calibration (grey level GL -> optical density), keyed by scanner name as in cases.csv.
-# Source: the USF DDSM documentation, via ../shared/reference/ddsm-formats.md.
+# Source: the USF DDSM documentation.
 OD_RANGE = (0.05, 3.0)
 
 

@@ -1,5 +1,5 @@
 """CBIS-DDSM (the TCIA DICOM re-release): the four case-description CSVs, DICOM images, and
-the release's quirks (see ../shared/reference/ddsm-formats.md):
+the release's quirks:
 
 * path cells quoted and ending in a newline: every cell is stripped;
 * `breast_density` in the mass CSVs, `breast density` in the calc CSVs;

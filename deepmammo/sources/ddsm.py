@@ -1,8 +1,7 @@
 """The original USF DDSM release: .ics case headers, PVRG .LJPEG images, .OVERLAY chain codes,
 grey level to optical density, and walking a tree of case folders.
 
-Format facts (and the traps) are in ../shared/reference/ddsm-formats.md; the LJPEG codec lives
-in ljpeg.py."""
+The LJPEG codec lives in ljpeg.py; what each reader checks is in docs/errors.md."""
 import logging
 import os
 import re

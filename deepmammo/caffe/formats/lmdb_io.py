@@ -60,7 +60,9 @@ class LMDBWriter:
                                   metasync=False, lock=True, writemap=False)
         except BaseException as exc:
             self._ctx.__exit__(type(exc), exc, exc.__traceback__)
-            raise self._as_os_error(exc) from exc
+            if isinstance(exc, lmdb.Error):
+                raise self._as_os_error(exc) from exc
+            raise
         return self
 
     def put(self, key, value):
