@@ -77,7 +77,9 @@ def _pixel_sum_task(task):
 def mean_pixel(train_crops, mapping, workers=None):
     """The training set's mean grey level (pixel-weighted over the mapped crops): the paper's
     fill for rotation corners. Summed in crop-id order so it does not depend on the workers."""
-    parts = sorted(run_tasks(_pixel_sum_task, [(c, mapping) for c in train_crops], workers))
+    with contextlib.closing(run_tasks(_pixel_sum_task, [(c, mapping) for c in train_crops],
+                                      workers)) as results:
+        parts = sorted(results)
     total = sum(p[1] for p in parts)
     count = sum(p[2] for p in parts)
     return total / count if count else 0.0
@@ -138,8 +140,9 @@ def _write_split(path, split, crops, augment, size, fill, mapping, seed, workers
     map_size = int(max(1 << 26, 1.15 * sum(counts) * (record_bytes + 64)))
     t0 = time.time()
     with LMDBWriter(path, map_size=map_size) as db, \
-            tqdm(total=sum(counts), desc=f"{split} records", unit="rec", disable=None) as bar:
-        for records, rows, part in run_tasks(_records_task, tasks, workers):
+            tqdm(total=sum(counts), desc=f"{split} records", unit="rec", disable=None) as bar, \
+            contextlib.closing(run_tasks(_records_task, tasks, workers)) as results:
+        for records, rows, part in results:
             for key, value, digest in records:
                 db.put(key, value)
                 digests[key] = digest

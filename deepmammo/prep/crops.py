@@ -18,6 +18,7 @@ when the LMDBs are built (greylevel.py).
 Output folder: images/<crop_id>.png, crops.csv (one row per crop), skipped.csv (every case row
 that could not be cropped and why), crops.json (config, counts, provenance).
 """
+import contextlib
 import csv
 import json
 import logging
@@ -318,8 +319,9 @@ def _build(cases_csv, out_dir, partial, rows, config, padding, edge, workers):
              for _, group in sorted(by_image.items())]
 
     records = []
-    with tqdm(total=len(seen), desc="crops", unit="crop", disable=None) as bar:
-        for recs, bad in run_tasks(_crop_image_task, tasks, workers):
+    with tqdm(total=len(seen), desc="crops", unit="crop", disable=None) as bar, \
+            contextlib.closing(run_tasks(_crop_image_task, tasks, workers)) as results:
+        for recs, bad in results:
             records.extend(recs)
             skips.extend(bad)
             bar.update(len(recs) + len(bad))

@@ -8,6 +8,7 @@ import errno
 import multiprocessing
 import os
 import signal
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -23,21 +24,13 @@ def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _submit(pool, func, task):
-    """pool.submit; the first call forks the workers, with Ctrl-C blocked while it does so: a
-    worker must not be interrupted before its initializer has made it ignore SIGINT (it
-    would print a traceback). The parent gets a Ctrl-C of that moment right after."""
-    if not hasattr(signal, "pthread_sigmask"):
-        return pool.submit(func, task)
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        return pool.submit(func, task)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def run_tasks(func, tasks, workers=None, max_pending=None):
     """Yield func(task) for every task, in completion order.
+
+    Callers close the generator when they stop early (`contextlib.closing`): the worker
+    processes are then stopped at once. Left to the garbage collector, a generator abandoned
+    by an exception (Ctrl-C) may only be closed at interpreter exit, after the pool's manager
+    thread is gone, and waiting for the workers would then never end.
 
     At most `max_pending` results wait in memory (the augmentation's results are megabytes each,
     and the consumer, an LMDB writer, may be slower than the workers).
@@ -49,30 +42,51 @@ def run_tasks(func, tasks, workers=None, max_pending=None):
         return
     max_pending = max_pending or 2 * workers
     ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    interrupted = threading.Event()
+    previous = _catch_sigint(interrupted)
     # A process pool that notices a worker dying (killed, out of memory) and says so; a
     # multiprocessing.Pool loses the task and waits for its result for ever.
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint)
+    pending = set()
+    try:
         it = iter(tasks)
-        pending = set()
         exhausted = False
-        try:
-            while pending or not exhausted:
-                while not exhausted and len(pending) < max_pending:
-                    try:
-                        task = next(it)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    pending.add(_submit(pool, func, task))
-                if not pending:
+        while pending or not exhausted:
+            while not exhausted and len(pending) < max_pending:
+                try:
+                    task = next(it)
+                except StopIteration:
+                    exhausted = True
                     break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield future.result()
-        except BrokenProcessPool:
-            raise ChildProcessError(errno.ECHILD, "a worker process died (killed, or out of "
-                                    "memory?); run again, with fewer --workers if memory is "
-                                    "short") from None
-        finally:
-            for future in pending:     # an error or Ctrl-C: drop what has not started
-                future.cancel()
+                pending.add(pool.submit(func, task))
+            if not pending:
+                break
+            finished = set()
+            while not finished:
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+    except BrokenProcessPool:
+        raise ChildProcessError(errno.ECHILD, "a worker process died (killed, or out of "
+                                "memory?); run again, with fewer --workers if memory is "
+                                "short") from None
+    finally:
+        # Workers finish the task in hand (they ignore Ctrl-C) and stop; nothing new starts.
+        pool.shutdown(wait=True, cancel_futures=True)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _catch_sigint(event):
+    """While the pool runs, Ctrl-C only sets `event`; run_tasks raises KeyboardInterrupt at
+    a point of its own choosing. Raised anywhere (inside the pool's own bookkeeping while it
+    starts its workers), it can leave workers that nobody tells to stop, and the process then
+    waits for them at exit for ever. Returns the handler to restore (None off the main
+    thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, lambda signum, frame: event.set())
