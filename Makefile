@@ -215,3 +215,11 @@ bench-paper: $(STAMP) ## time every paper experiment for a slice, project the fu
 	  --out reports/bench-paper-$(DEVICE)-$(PRECISION)$(if $(findstring --baseline,$(BENCH_PAPER_ARGS)),-baseline).json \
 	  $(BENCH_PAPER_ARGS)
 .PHONY: bench-paper
+
+# ---------------- fuzzing (issue 12)
+FUZZ_MUTANTS ?= 5000
+FUZZ_SEED ?= 0
+.PHONY: fuzz
+fuzz: $(STAMP) ## long fuzz campaign: every reader, FUZZ_MUTANTS mutants each, outcomes per reader
+	$(PY) scripts/fuzz_campaign.py --mutants $(FUZZ_MUTANTS) --seed $(FUZZ_SEED)
+	DEEPMAMMO_FUZZ_EXAMPLES=2000 $(PY) -m pytest -q tests/test_fuzz_readers.py

@@ -4,6 +4,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 # One module per stage, in pipeline order, and the function that adds its subcommands.
 COMMAND_MODULES = (
@@ -39,6 +40,23 @@ def setup_logging(verbose=False):
                         force=True)
 
 
+def describe(exc):
+    """The one line a user sees for an error we expect (see docs/errors.md)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        # "[Errno 28] No space left on device: 'x'" -> "x: No space left on device"
+        where = exc.filename if exc.filename is not None else ""
+        if exc.filename2 is not None:
+            where = f"{where} -> {exc.filename2}"
+        return f"{where}: {exc.strerror}" if where != "" else exc.strerror
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
+# What a user can cause: bad input (every reader raises a ValueError subclass naming the file),
+# missing paths, no space, no permission. Anything else is a bug of ours and keeps its traceback.
+USER_ERRORS = (CLIError, ValueError, OSError)
+
+
 def main(argv=None):
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -55,9 +73,16 @@ def main(argv=None):
         return 1
     try:
         return args.func(args) or 0
-    except (CLIError, FileNotFoundError, ValueError) as exc:
-        print(f"deepmammo {args.command}: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"deepmammo {args.command}: error: {describe(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"deepmammo {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ Where this differs from BVLC Caffe (on purpose):
 import collections
 import logging
 import os
+import sys
 
 import numpy as np
 import torch
@@ -146,6 +147,17 @@ def resolve_losses(losses):
     return [float(x) for x in losses]
 
 
+def _allocation_failure(exc):
+    """torch's message when `exc` is a failed allocation (sizes too large), else None."""
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, RuntimeError):
+        text = str(exc)
+        if any(k in text for k in ("allocate", "overflow", "out of memory", "too large")):
+            return text.splitlines()[0][-200:]
+    return None
+
+
 class Net:
     def __init__(self, model, *args, level=0, stages=(), device=None, source=None, **kwargs):
         """`source` names an in-memory NetParameter in errors (e.g. the file it came from)."""
@@ -173,8 +185,12 @@ class Net:
             self.last_loss = 0.0
             if weights is not None:
                 self.copy_from(weights)
-        except BaseException:
+        except BaseException as exc:
             self.close()  # Data layers built before the failure stop prefetching
+            too_big = _allocation_failure(exc)
+            if too_big:   # sizes in the prototxt beyond this machine: say so, no traceback
+                raise NetError(f"{self.source}: the net's blobs do not fit in memory "
+                               f"({too_big}); check the sizes in the prototxt") from None
             raise
 
     # ------------------------------------------------------------------ construction
@@ -687,6 +703,10 @@ class Net:
 
     def __del__(self):
         # The prefetch threads hold their layers, not the net: dropping the net stops them.
+        # At interpreter exit the Data layer's atexit hook has already stopped them; nothing
+        # is done during finalization, where a frozen thread could make close() wait for ever.
+        if sys.is_finalizing():
+            return
         try:
             self.close()
         except Exception:

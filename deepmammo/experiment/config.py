@@ -14,6 +14,7 @@ import re
 import yaml
 
 from deepmammo.caffe.proto import caffe_pb2 as pb
+from deepmammo.textfile import TextFileError, read_text
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULTS_NAME = "defaults.yaml"
@@ -102,16 +103,13 @@ def read_yaml(path):
     if os.path.isdir(path):
         raise ExperimentError(f"{path}: is a folder, not a config file")
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        text = read_text(path, "config")
     except FileNotFoundError:
         raise ExperimentError(f"{path}: no such config file") from None
+    except TextFileError as exc:
+        raise ExperimentError(str(exc)) from None
     except OSError as exc:
         raise ExperimentError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ExperimentError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -18,20 +18,19 @@ any number of workers.
 Nothing is written under OUT's final name until the whole build is complete: a crash leaves the
 previous OUT (if any) untouched, and a rerun starts clean.
 """
+import contextlib
 import csv
-import glob
 import hashlib
 import io
 import json
 import logging
 import os
-import shutil
 import time
 
 import numpy as np
 from tqdm import tqdm
 
-from deepmammo.atomic import atomic_path, write_text
+from deepmammo.atomic import atomic_path, check_output_folder, output_lock, write_text
 from deepmammo.caffe.formats.binaryproto import write_mean
 from deepmammo.caffe.formats.datum import array_to_datum, datum_to_bytes
 from deepmammo.caffe.formats.lmdb_io import LMDBReader, LMDBWriter, lmdb_key
@@ -78,7 +77,9 @@ def _pixel_sum_task(task):
 def mean_pixel(train_crops, mapping, workers=None):
     """The training set's mean grey level (pixel-weighted over the mapped crops): the paper's
     fill for rotation corners. Summed in crop-id order so it does not depend on the workers."""
-    parts = sorted(run_tasks(_pixel_sum_task, [(c, mapping) for c in train_crops], workers))
+    with contextlib.closing(run_tasks(_pixel_sum_task, [(c, mapping) for c in train_crops],
+                                      workers)) as results:
+        parts = sorted(results)
     total = sum(p[1] for p in parts)
     count = sum(p[2] for p in parts)
     return total / count if count else 0.0
@@ -139,8 +140,9 @@ def _write_split(path, split, crops, augment, size, fill, mapping, seed, workers
     map_size = int(max(1 << 26, 1.15 * sum(counts) * (record_bytes + 64)))
     t0 = time.time()
     with LMDBWriter(path, map_size=map_size) as db, \
-            tqdm(total=sum(counts), desc=f"{split} records", unit="rec", disable=None) as bar:
-        for records, rows, part in run_tasks(_records_task, tasks, workers):
+            tqdm(total=sum(counts), desc=f"{split} records", unit="rec", disable=None) as bar, \
+            contextlib.closing(run_tasks(_records_task, tasks, workers)) as results:
+        for records, rows, part in results:
             for key, value, digest in records:
                 db.put(key, value)
                 digests[key] = digest
@@ -173,14 +175,6 @@ def _write_manifest(path, rows):
             row[k] = f"{float(row[k]):.6g}"
         writer.writerow(row)
     write_text(path, buf.getvalue())
-
-
-def _remove_stale_temporaries(out):
-    """Folders a killed earlier run left beside OUT (atomic_path's temporary names)."""
-    parent, base = os.path.split(os.path.abspath(out))
-    for stale in glob.glob(os.path.join(parent, f".{base}.*.tmp")):
-        log.info("removing the unfinished build %s", stale)
-        shutil.rmtree(stale, ignore_errors=True)
 
 
 def build_lmdbs(crops_dir, splits_csv, out, augment="paper", seed=0, grey="full-range",
@@ -218,7 +212,26 @@ def build_lmdbs(crops_dir, splits_csv, out, augment="paper", seed=0, grey="full-
         with open(crops_meta_path) as f:
             crops_config = json.load(f).get("config", {})
 
-    _remove_stale_temporaries(out)
+    check_output_folder(out)
+    with output_lock(out):
+        return _build(crops_dir, splits_csv, out, augment, seed, size, workers, eval_resize,
+                      mapping, by_split, crops_config)
+
+
+@contextlib.contextmanager
+def _named_as(tmp, out):
+    """Errors about files in the temporary build folder name them as the user will see them."""
+    try:
+        yield
+    except OSError as exc:
+        name = os.fspath(exc.filename) if exc.filename is not None else ""
+        if exc.strerror and name.startswith(tmp):
+            raise type(exc)(exc.errno, exc.strerror, os.fspath(out) + name[len(tmp):]) from exc
+        raise
+
+
+def _build(crops_dir, splits_csv, out, augment, seed, size, workers, eval_resize, mapping,
+           by_split, crops_config):
     t0 = time.time()
     if augment == "paper":
         fill = mean_pixel(by_split["train"], mapping, workers)
@@ -239,7 +252,7 @@ def build_lmdbs(crops_dir, splits_csv, out, augment="paper", seed=0, grey="full-
                      "squash": "resized to size x size, aspect ignored"}[eval_resize],
     }
     counts, manifest = {}, []
-    with atomic_path(out, is_dir=True) as tmp:
+    with atomic_path(out, is_dir=True) as tmp, _named_as(tmp, out):
         for split in SPLITS:
             stats, rows, total = _write_split(
                 os.path.join(tmp, f"{split}_lmdb"), split, by_split[split], augment, size, fill,

@@ -18,6 +18,7 @@ when the LMDBs are built (greylevel.py).
 Output folder: images/<crop_id>.png, crops.csv (one row per crop), skipped.csv (every case row
 that could not be cropped and why), crops.json (config, counts, provenance).
 """
+import contextlib
 import csv
 import json
 import logging
@@ -28,7 +29,7 @@ import shutil
 import numpy as np
 from tqdm import tqdm
 
-from deepmammo.atomic import write_text
+from deepmammo.atomic import check_output_folder, output_lock, write_text
 from deepmammo.prep import images
 from deepmammo.prep.parallel import run_tasks
 from deepmammo.provenance import file_sha1, provenance
@@ -167,8 +168,11 @@ def _crop_one(image, mask, row, padding, edge, crop_id, images_dir):
     name = f"{crop_id}.png"
     final = os.path.join(images_dir, name)
     tmp = os.path.join(images_dir, f".{name}.tmp")
-    images.write_png(tmp, crop)
-    os.replace(tmp, final)
+    try:
+        images.write_png(tmp, crop)
+        os.replace(tmp, final)
+    except OSError as exc:
+        raise CropWriteError(exc.errno, exc.strerror, exc.filename or final) from None
     record = {
         "crop_id": crop_id, "case_id": row.get("case_id", ""), "patient_id": row["patient_id"],
         "side": row.get("side", ""), "view": row.get("view", ""),
@@ -181,8 +185,16 @@ def _crop_one(image, mask, row, padding, edge, crop_id, images_dir):
         "clip_bottom": cut[2], "clip_right": cut[3], "trim_left": trims[0],
         "trim_right": trims[1], "height": crop.shape[0], "width": crop.shape[1],
     }
-    write_text(os.path.join(images_dir, f"{crop_id}.json"), json.dumps(record))
+    try:
+        write_text(os.path.join(images_dir, f"{crop_id}.json"), json.dumps(record))
+    except OSError as exc:
+        raise CropWriteError(exc.errno, exc.strerror, exc.filename or final) from None
     return record
+
+
+class CropWriteError(OSError):
+    """Writing a crop failed (no space, no permission): the build stops; it is not a problem
+    of the case, which a skip would wrongly blame."""
 
 
 def _skip(row, reason):
@@ -216,6 +228,8 @@ def _crop_image_task(task):
         try:
             mask = np.asarray(images.load_mask(row)).astype(bool)
             records.append(_crop_one(image, mask, row, padding, edge, crop_id, images_dir))
+        except CropWriteError:
+            raise
         except Exception as exc:  # noqa: BLE001
             skips.append(_skip(row, f"{type(exc).__name__}: {exc}"))
     return records, skips
@@ -257,8 +271,19 @@ def build_crops(cases_csv, out_dir, padding="fixed:50", edge="clip", workers=Non
     if not rows:
         raise ValueError(f"{cases_csv}: no case rows")
     config = {"padding": str(padding), "edge": edge, "cases_sha1": file_sha1(cases_csv)}
-
+    check_output_folder(out_dir)
     partial = out_dir + ".partial"
+    with output_lock(out_dir):
+        try:
+            return _build(cases_csv, out_dir, partial, rows, config, padding, edge, workers)
+        except Exception:
+            # An error (bad input, no space, no permission) leaves nothing behind; a kill or
+            # Ctrl-C leaves the partial folder, which the next run with these settings resumes.
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+
+def _build(cases_csv, out_dir, partial, rows, config, padding, edge, workers):
     images_dir = os.path.join(partial, "images")
     cfg_path = os.path.join(partial, "config.json")
     if os.path.isdir(partial):
@@ -294,8 +319,9 @@ def build_crops(cases_csv, out_dir, padding="fixed:50", edge="clip", workers=Non
              for _, group in sorted(by_image.items())]
 
     records = []
-    with tqdm(total=len(seen), desc="crops", unit="crop", disable=None) as bar:
-        for recs, bad in run_tasks(_crop_image_task, tasks, workers):
+    with tqdm(total=len(seen), desc="crops", unit="crop", disable=None) as bar, \
+            contextlib.closing(run_tasks(_crop_image_task, tasks, workers)) as results:
+        for recs, bad in results:
             records.extend(recs)
             skips.extend(bad)
             bar.update(len(recs) + len(bad))

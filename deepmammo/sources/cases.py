@@ -38,6 +38,7 @@ import numpy as np
 
 from deepmammo.atomic import write_text
 from deepmammo.sources import images
+from deepmammo.textfile import read_text
 
 COLUMNS = (
     "case_id", "patient_id", "side", "view", "abnormality_id", "source", "source_split",
@@ -48,6 +49,7 @@ COLUMNS = (
 INT_COLUMNS = ("label", "bits", "rows", "cols")
 REPORT_COLUMNS = ("status", "case", "file", "problem", "reason")
 PATH_COLUMNS = ("image", "mask")
+MAX_SIDE = 65535   # image sides are 16-bit numbers in every format read here
 
 
 class CasesError(ValueError):
@@ -134,31 +136,50 @@ def report_paths(csv_path):
 def read_cases(path):
     """Read cases.csv into a list of dicts: paths absolute, ints parsed, bbox a 4-tuple."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: cases table not found")
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("case_id", "patient_id", "image", "image_format", "mask", "label",
-                               "rows", "cols", "bbox") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise CasesError(f"{path}: missing columns {', '.join(missing)}")
-        rows = []
-        for i, raw in enumerate(reader, 2):
-            row = dict(raw)
-            try:
-                for k in INT_COLUMNS:
-                    if row.get(k, "") != "":
-                        row[k] = int(row[k])
-                row["bbox"] = parse_bbox(row["bbox"])
-                if str(row.get("abnormality_id", "")).isdigit():
-                    row["abnormality_id"] = int(row["abnormality_id"])
-            except ValueError as exc:
-                raise CasesError(f"{path}: line {i}: {exc}") from None
-            for k in PATH_COLUMNS:
-                if row.get(k):
-                    row[k] = os.path.normpath(os.path.join(base, row[k]))
-            rows.append(row)
+    reader = csv.DictReader(io.StringIO(read_text(path, "cases table"), newline=""))
+    try:
+        return _rows(reader, path, base)
+    except csv.Error as exc:   # NUL bytes, an unterminated quote, a huge field
+        raise CasesError(f"{path}: line {reader.line_num}: not a CSV row ({exc})") from None
+
+
+def _rows(reader, path, base):
+    missing = [c for c in ("case_id", "patient_id", "image", "image_format", "mask", "label",
+                           "rows", "cols", "bbox") if c not in (reader.fieldnames or [])]
+    if missing:
+        raise CasesError(f"{path}: missing columns {', '.join(missing)}")
+    rows = []
+    for raw in reader:
+        i = reader.line_num
+        if None in raw:
+            raise CasesError(f"{path}: line {i}: {len(raw[None])} more cell(s) than the "
+                             f"header's {len(reader.fieldnames)} columns")
+        short = [k for k, v in raw.items() if v is None]
+        if short:
+            raise CasesError(f"{path}: line {i}: the row ends before column {short[0]!r} "
+                             f"({len(reader.fieldnames) - len(short)} of "
+                             f"{len(reader.fieldnames)} cells)")
+        row = dict(raw)
+        try:
+            for k in INT_COLUMNS:
+                if row.get(k, "") != "":
+                    row[k] = int(row[k])
+            row["bbox"] = parse_bbox(row["bbox"])
+            if str(row.get("abnormality_id", "")).isdigit():
+                row["abnormality_id"] = int(row["abnormality_id"])
+        except ValueError as exc:
+            raise CasesError(f"{path}: line {i}: {exc}") from None
+        for k in ("rows", "cols"):
+            if not isinstance(row[k], int) or not 0 < row[k] <= MAX_SIDE:
+                raise CasesError(f"{path}: line {i}: {k} {row[k]!r} is not an image side "
+                                 f"(1..{MAX_SIDE})")
+        for k in PATH_COLUMNS:
+            if row.get(k):
+                row[k] = os.path.normpath(os.path.join(base, row[k]))
+        rows.append(row)
     return rows
 
 

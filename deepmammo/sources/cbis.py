@@ -12,6 +12,7 @@ the release's quirks (see docs/formats.md):
   Both are mapped by subject folder name (+ abnormality id), so either works.
 """
 import csv
+import io
 import os
 import re
 
@@ -19,6 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from deepmammo.sources import images
+from deepmammo.sources.ingestion import describe_error
+from deepmammo.textfile import TextFileError, read_text
 
 CSV_NAME = re.compile(r"^(mass|calc)_case_description_(train|test)_set\.csv$", re.IGNORECASE)
 SUBJECT = re.compile(r"^(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)(_\d+)?$",
@@ -48,23 +51,35 @@ def read_case_csv(path):
     """Rows of a CBIS case-description CSV as dicts with normalised keys (density, side, view,
     abnormality_id, shape, margins, calc_type, calc_distribution, image_path, crop_path,
     mask_path, ...) and every cell stripped."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise CBISError(f"{path}: empty CSV") from None
-        keys = [_norm_key(h) for h in header]
-        for needed in ("patient_id", "side", "view", "abnormality_id", "pathology"):
-            if needed not in keys:
-                raise CBISError(f"{path}: no column for {needed} (header: {header})")
-        rows = []
-        for lineno, cells in enumerate(reader, 2):
-            if not any(c.strip() for c in cells):
-                continue
-            row = {k: (cells[i].strip() if i < len(cells) else "") for i, k in enumerate(keys)}
-            row["_line"] = reader.line_num
-            rows.append(row)
+    try:
+        text = read_text(path, "case-description CSV")
+    except OSError as exc:
+        raise CBISError(f"{path}: {exc.strerror}") from None
+    except TextFileError as exc:
+        raise CBISError(str(exc)) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _case_rows(reader, path)
+    except csv.Error as exc:   # NUL bytes, an unterminated quote, a huge field
+        raise CBISError(f"{path}:{reader.line_num}: not a CSV row ({exc})") from None
+
+
+def _case_rows(reader, path):
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise CBISError(f"{path}: empty CSV") from None
+    keys = [_norm_key(h) for h in header]
+    for needed in ("patient_id", "side", "view", "abnormality_id", "pathology"):
+        if needed not in keys:
+            raise CBISError(f"{path}: no column for {needed} (header: {header})")
+    rows = []
+    for cells in reader:
+        if not any(c.strip() for c in cells):
+            continue
+        row = {k: (cells[i].strip() if i < len(cells) else "") for i, k in enumerate(keys)}
+        row["_line"] = reader.line_num
+        rows.append(row)
     return rows
 
 
@@ -191,11 +206,13 @@ def collect(root, ctx):
         lesion, split = CSV_NAME.match(os.path.basename(csv_path)).groups()
         try:
             rows = read_case_csv(csv_path)
-        except (CBISError, csv.Error, UnicodeDecodeError) as exc:
+        except CBISError as exc:
             ctx.skip(os.path.basename(csv_path), csv_path, f"unreadable CSV: {exc}", "unreadable CSV")
             continue
         for row in tqdm(rows, desc=os.path.basename(csv_path), unit="row", disable=None):
-            _collect_row(root_dir, csv_path, lesion.lower(), split.lower(), row, index, cache, ctx)
+            with ctx.guard(f"{csv_path}:{row['_line']}", f"{csv_path}:{row['_line']}"):
+                _collect_row(root_dir, csv_path, lesion.lower(), split.lower(), row, index,
+                             cache, ctx)
 
 
 def _collect_row(root, csv_path, lesion, split, row, index, cache, ctx):
@@ -223,7 +240,7 @@ def _collect_row(root, csv_path, lesion, split, row, index, cache, ctx):
     try:
         ds, image = cache.full_image(image_path)
     except (images.ImageError, OSError) as exc:
-        ctx.skip(case_id, image_path, str(exc), "unreadable image")
+        ctx.skip(case_id, image_path, describe_error(exc), "unreadable image")
         return
     if image.ndim != 2:
         ctx.skip(case_id, image_path, f"expected one greyscale frame, got shape {image.shape}",
@@ -232,7 +249,7 @@ def _collect_row(root, csv_path, lesion, split, row, index, cache, ctx):
     mask, mask_path = _find_mask(root, csv_dir, row, index, image.shape, case_id, where, ctx)
     if mask is None:
         return
-    bits = int(getattr(ds, "BitsStored", 16) or 16)
+    bits = images.dicom_bits(ds, image, image_path)
     out = {
         "case_id": case_id, "patient_id": pid, "side": side, "view": view,
         "abnormality_id": row["abnormality_id"], "source": "cbis", "source_split": split,

@@ -1,8 +1,8 @@
 """The original USF DDSM release: .ics case headers, PVRG .LJPEG images, .OVERLAY chain codes,
 grey level to optical density, and walking a tree of case folders.
 
-Format facts (and the traps) are in docs/formats.md; the LJPEG codec lives
-in ljpeg.py."""
+Format facts (and the traps) are in docs/formats.md, what each reader checks in
+docs/errors.md; the LJPEG codec lives in ljpeg.py."""
 import logging
 import os
 import re
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deepmammo.sources import ljpeg
+from deepmammo.textfile import read_text
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +156,9 @@ def parse_ics(text, path="<ics>"):
 
 
 def _read_text(path, what):
-    """A DDSM text file (latin-1: the archive predates UTF-8), naming it when missing."""
-    try:
-        with open(path, "r", encoding="latin-1") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: {what} file not found") from None
+    """A DDSM text file (latin-1: the archive predates UTF-8), naming it when missing or when
+    it is a folder."""
+    return read_text(path, what, encoding="latin-1")
 
 
 def read_ics(path):
@@ -287,16 +285,24 @@ class Abnormality:
         return self.outlines[0] if self.outlines else None
 
 
+MAX_COORDINATE = 65535
+
+
 def chain_to_outline(numbers, source="<chain>"):
     """Chain code -> (N, 2) int array of (row, col): start column and row first, then
     direction digits 0-7."""
     if len(numbers) < 2:
         raise OverlayError(f"{source}: chain code without a start point")
     col, row = numbers[0], numbers[1]
-    steps = np.asarray(numbers[2:], dtype=np.int64)
-    if len(steps) and (steps.min() < 0 or steps.max() > 7):
-        bad = int(steps[(steps < 0) | (steps > 7)][0])
+    # LJPEG image sides are 16-bit numbers: a start point beyond them is corrupt, and checking
+    # here keeps numpy from overflowing on absurd values.
+    if not (0 <= col <= MAX_COORDINATE and 0 <= row <= MAX_COORDINATE):
+        raise OverlayError(f"{source}: chain-code start point (column {col}, row {row}) is "
+                           f"outside 0..{MAX_COORDINATE}")
+    bad = next((v for v in numbers[2:] if not 0 <= v <= 7), None)
+    if bad is not None:
         raise OverlayError(f"{source}: chain-code direction {bad} is not 0-7")
+    steps = np.asarray(numbers[2:], dtype=np.int64)
     moves = CHAIN_STEPS[steps] if len(steps) else np.zeros((0, 2), np.int64)
     points = np.concatenate([[[row, col]], moves]).cumsum(axis=0)
     return points.astype(np.int64)
@@ -443,14 +449,16 @@ def outline_mask(outline, shape):
 @dataclass
 class DDSMCase:
     """One case folder: its .ics and, per view, the .LJPEG and .OVERLAY paths found."""
-    ics_path: str
+    ics_path: str          # None for the view files of a case folder without an .ics
     ljpegs: dict
     overlays: dict
     notes: list = field(default_factory=list)
+    orphans: list = field(default_factory=list)   # files of a case without an .ics
+    orphan_folder: str = ""
 
     @property
     def folder(self):
-        return os.path.dirname(self.ics_path)
+        return self.orphan_folder if self.ics_path is None else os.path.dirname(self.ics_path)
 
 
 _VIEW_FILE = re.compile(r"^(?P<case>.+?)\.(?P<view>(?:LEFT|RIGHT)_(?:CC|MLO))\.(?P<ext>LJPEG|OVERLAY)$",
@@ -473,6 +481,8 @@ def walk_ddsm(root):
     ics_files, view_files = [], {}
     for folder, dirs, files in os.walk(root):
         dirs.sort()
+        # A folder named like an .ics is still that case's .ics: reading it reports the case.
+        ics_files += [os.path.join(folder, d) for d in dirs if d.lower().endswith(".ics")]
         for name in sorted(files):
             full = os.path.join(folder, name)
             if name.lower().endswith(".ics"):
@@ -497,3 +507,13 @@ def walk_ddsm(root):
                     notes.append(f"{os.path.basename(found[0])} found outside its case folder, "
                                  f"in {os.path.dirname(found[0])}")
         yield DDSMCase(ics_path, ljpegs, overlays, notes)
+    # View files that no .ics claims (the case's .ics is missing): one entry per folder, so
+    # that the ingest reports them instead of losing the case unseen.
+    claimed = {_case_key(os.path.splitext(os.path.basename(p))[0]) for p in ics_files}
+    by_folder = {}
+    for (case_key, _view, _ext), paths in sorted(view_files.items()):
+        if case_key not in claimed:
+            for p in paths:
+                by_folder.setdefault(os.path.dirname(p), []).append(p)
+    for folder, paths in sorted(by_folder.items()):
+        yield DDSMCase(None, {}, {}, orphans=sorted(paths), orphan_folder=folder)

@@ -6,6 +6,7 @@ import warnings
 from tqdm import tqdm
 
 from deepmammo.sources import ddsm, ljpeg
+from deepmammo.sources.ingestion import describe_error
 
 
 def _check_ljpeg(path, view, decode):
@@ -16,7 +17,7 @@ def _check_ljpeg(path, view, decode):
         else:
             ljpeg.check_file(path, view.shape, view.bits_per_pixel)
     except (ljpeg.LJPEGError, OSError) as exc:
-        return str(exc)
+        return describe_error(exc)
     except Exception as exc:  # a corrupt stream must land in the report, not stop the ingest
         return f"{path}: unreadable LJPEG ({type(exc).__name__}: {exc})"
     return None
@@ -25,14 +26,21 @@ def _check_ljpeg(path, view, decode):
 def collect(root, ctx):
     for case in tqdm(list(ddsm.walk_ddsm(root)), desc="DDSM cases", unit="case",
                      disable=None):
-        _collect_case(case, ctx)
+        if case.ics_path is None:   # view files whose case folder has no .ics
+            for path in case.orphans:
+                ctx.skip(os.path.basename(case.folder), path,
+                         f"no .ics file for this case in {case.folder}", "missing .ics")
+            continue
+        with ctx.guard(os.path.basename(case.folder), case.ics_path):
+            _collect_case(case, ctx)
 
 
 def _collect_case(case, ctx):
     try:
         ics = ddsm.read_ics(case.ics_path)
     except (ddsm.ICSError, OSError, UnicodeDecodeError) as exc:
-        ctx.skip(os.path.basename(case.folder), case.ics_path, f"broken .ics: {exc}", "broken .ics")
+        ctx.skip(os.path.basename(case.folder), case.ics_path,
+                 f"broken .ics: {describe_error(exc)}", "broken .ics")
         return
     for note in case.notes:
         ctx.fixed(ics.name, case.ics_path, note, "misplaced file")
@@ -55,7 +63,8 @@ def _collect_case(case, ctx):
         try:
             abnormalities = ddsm.read_overlay(overlay_path)
         except (ddsm.OverlayError, OSError, UnicodeDecodeError) as exc:
-            ctx.skip(label, overlay_path, f"broken .OVERLAY: {exc}", "broken .OVERLAY")
+            ctx.skip(label, overlay_path, f"broken .OVERLAY: {describe_error(exc)}",
+                     "broken .OVERLAY")
             continue
         image_path = case.ljpegs.get(view_name)
         if image_path is None:

@@ -131,27 +131,47 @@ def read_dicom_pixels(path, ds=None):
     ds = ds if ds is not None else read_dicom(path)
     if "PixelData" not in ds:
         raise ImageError(f"{path}: DICOM file has no pixel data")
+    if transfer_syntax(ds) is None:
+        raise ImageError(f"{path}: DICOM file has no transfer syntax (file meta element "
+                         "0002,0010), so its pixel data cannot be decoded")
     try:
         pixels = ds.pixel_array
-    except Exception as exc:  # pydicom raises RuntimeError/NotImplementedError/ValueError
+    except Exception as exc:  # pydicom raises RuntimeError/NotImplementedError/ValueError/...
         pixels = _decode_with_imagecodecs(ds, path, exc)
-    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+    try:
+        inverted = str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+    except Exception as exc:  # a malformed element raises on access
+        raise ImageError(f"{path}: unreadable PhotometricInterpretation ({exc})") from None
+    if inverted:
         # MONOCHROME1 stores white as 0 (some digital mammography exports): flip it so that,
         # as in every other source here, dense tissue is bright.
-        top = (1 << dicom_bits(ds, pixels)) - 1
+        top = (1 << dicom_bits(ds, pixels, path)) - 1
         pixels = (top - np.clip(pixels, 0, top)).astype(pixels.dtype)
     return pixels
 
 
-def dicom_bits(ds, pixels):
-    """Bits actually used per pixel (BitsStored), else the array's container depth."""
-    return int(getattr(ds, "BitsStored", 0) or 8 * np.asarray(pixels).dtype.itemsize)
+def transfer_syntax(ds):
+    """The dataset's transfer syntax UID, None when the file meta does not give one."""
+    meta = getattr(ds, "file_meta", None)
+    return getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+
+
+def dicom_bits(ds, pixels, path="DICOM"):
+    """Bits actually used per pixel (BitsStored, 1..16), else the array's container depth."""
+    try:
+        bits = int(getattr(ds, "BitsStored", 0) or 8 * np.asarray(pixels).dtype.itemsize)
+    except Exception as exc:  # a malformed element raises on access
+        raise ImageError(f"{path}: unreadable BitsStored ({exc})") from None
+    if not 1 <= bits <= 16:
+        raise ImageError(f"{path}: BitsStored {bits} is outside 1..16")
+    return bits
 
 
 def _decode_with_imagecodecs(ds, path, first_error):
     import imagecodecs
     from pydicom.encaps import generate_frames
-    if not ds.file_meta.TransferSyntaxUID.is_compressed:
+    syntax = transfer_syntax(ds)
+    if syntax is None or not getattr(syntax, "is_compressed", False):
         raise ImageError(f"{path}: cannot read pixel data ({first_error})") from first_error
     frames = []
     try:
@@ -166,7 +186,7 @@ def _decode_with_imagecodecs(ds, path, first_error):
                     continue
             else:
                 raise ImageError(f"{path}: no decoder for transfer syntax "
-                                 f"{ds.file_meta.TransferSyntaxUID.name}")
+                                 f"{getattr(syntax, 'name', syntax)}")
     except ImageError:
         raise
     except Exception as exc:

@@ -4,12 +4,13 @@ Each source module has `collect(root, ctx)`: it walks its archive and calls `ctx
 for every abnormality, `ctx.skip` / `ctx.exclude` for what it cannot or must not use, and
 `ctx.fixed` for what it used after resolving a problem. Nothing is dropped silently."""
 import collections
+import contextlib
 import json
 import logging
 import os
 import time
 
-from deepmammo.atomic import write_text
+from deepmammo.atomic import atomic_path, check_output_file, check_output_folder, write_text
 from deepmammo.sources import cases as cases_mod
 from deepmammo.sources import images
 
@@ -22,6 +23,10 @@ class IngestError(ValueError):
     """Raised with --strict at the first problem; the message names the file."""
 
 
+class OutputWriteError(OSError):
+    """Writing an output (a mask PNG) failed: the ingest stops, it is not a problem of a case."""
+
+
 class IngestContext:
     """Collects rows and report entries; enforces the policy options."""
 
@@ -32,6 +37,10 @@ class IngestContext:
         self.out_csv = os.path.abspath(os.fspath(out_csv))
         self.out_dir = os.path.dirname(self.out_csv)
         self.mask_dir = os.path.splitext(self.out_csv)[0] + "_masks"
+        # Masks are drawn into a temporary folder that becomes mask_dir only when the whole
+        # ingest succeeds (rows name their final path); set by ingest().
+        self.mask_write_dir = self.mask_dir
+        self.masks_written = 0
         self.strict = strict
         self.bwc = bwc
         self.include_calc = include_calc
@@ -64,6 +73,23 @@ class IngestContext:
             raise IngestError(f"{file or case}: {reason}")
         log.info("fixed %s: %s", case, reason)
         self._entry("fixed", case, file, reason, problem)
+
+    @contextlib.contextmanager
+    def guard(self, case, file):
+        """Whatever goes wrong with one case's input lands in the report and the ingest goes
+        on (with --strict it stops); a failing output write stops the ingest."""
+        try:
+            yield
+        except (IngestError, OutputWriteError):
+            raise
+        except Exception as exc:  # noqa: BLE001  (any reader failure of one case)
+            if isinstance(exc, (ValueError, OSError)):
+                reason, problem = describe_error(exc), "unreadable input"
+            else:
+                reason = f"{file}: {type(exc).__name__}: {exc}"
+                problem = "unexpected reader error"
+                log.debug("case %s", case, exc_info=True)
+            self.skip(case, file, reason, problem)
 
     # -- policy ------------------------------------------------------------------------
     def label_or_exclude(self, case, file, pathology):
@@ -104,7 +130,7 @@ class IngestContext:
             try:
                 mask = images.read_mask(mask_path, shape)
             except (images.ImageError, OSError) as exc:
-                self.skip(case, mask_path, str(exc), "unreadable mask")
+                self.skip(case, mask_path, describe_error(exc), "unreadable mask")
                 return False
         if mask.shape != shape:
             self.skip(case, mask_file_for_report or mask_path,
@@ -115,8 +141,14 @@ class IngestContext:
             self.skip(case, mask_file_for_report or mask_path or row.get("image"), "empty mask", "empty mask")
             return False
         if mask_path is None:
-            mask_path = os.path.join(self.mask_dir, _safe_name(case) + ".png")
-            images.write_png(mask_path, mask)
+            name = _safe_name(case) + ".png"
+            try:
+                images.write_png(os.path.join(self.mask_write_dir, name), mask)
+            except OSError as exc:
+                raise OutputWriteError(exc.errno, exc.strerror,
+                                       exc.filename or self.mask_dir) from exc
+            self.masks_written += 1
+            mask_path = os.path.join(self.mask_dir, name)
         row = dict(row, mask=os.path.abspath(mask_path), bbox=box)
         self._ids.add(case)
         self.rows.append(row)
@@ -135,6 +167,13 @@ class IngestContext:
             "fixed": by_status.get("fixed", 0),
             "by_problem": dict(sorted(by_problem.items())),
         }
+
+
+def describe_error(exc):
+    """An OSError or ValueError as one line naming its file."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc)
 
 
 def _safe_name(text):
@@ -168,11 +207,20 @@ def ingest(kind, path, out_csv, strict=False, bwc="benign", include_calc=False,
         raise FileNotFoundError(f"{path}: archive not found")
     ctx = IngestContext(out_csv, strict=strict, bwc=bwc, include_calc=include_calc,
                         decode_check=decode_check)
+    check_output_file(ctx.out_csv)
+    check_output_folder(ctx.mask_dir)
+    had_masks = os.path.isdir(ctx.mask_dir)
     start = time.perf_counter()
-    collect(path, ctx)
-    elapsed = time.perf_counter() - start
-    ctx.rows.sort(key=lambda r: r["case_id"])
-    cases_mod.write_cases(ctx.rows, ctx.out_csv)
+    # Nothing is left behind on an error: the masks folder appears (or is replaced) only
+    # after every case is collected and cases.csv is written.
+    with atomic_path(ctx.mask_dir, is_dir=True) as mask_tmp:
+        ctx.mask_write_dir = mask_tmp
+        collect(path, ctx)
+        elapsed = time.perf_counter() - start
+        ctx.rows.sort(key=lambda r: r["case_id"])
+        cases_mod.write_cases(ctx.rows, ctx.out_csv)
+    if not ctx.masks_written and not had_masks:
+        os.rmdir(ctx.mask_dir)   # this source brings its own masks: no empty folder
     skipped_csv, report_json = cases_mod.report_paths(ctx.out_csv)
     cases_mod.write_report_csv(ctx.report, skipped_csv)
     report = {

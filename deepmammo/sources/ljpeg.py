@@ -25,7 +25,7 @@ try:  # imagecodecs is a declared dependency; the import is guarded only to name
 except ImportError:  # pragma: no cover
     imagecodecs = None
 
-SOI, EOI, SOF3, DHT, SOS = 0xD8, 0xD9, 0xC3, 0xC4, 0xDA
+SOI, EOI, SOF3, DHT, SOS, DRI = 0xD8, 0xD9, 0xC3, 0xC4, 0xDA, 0xDD
 STANDARD_SAFE_PREDICTORS = (1, 4, 5)
 
 
@@ -45,6 +45,8 @@ class LJPEGHeader:
         self.predictor = predictor
         self.point_transform = point_transform
         self.sos_predictor_offset = sos_predictor_offset
+        self.code_lengths = None    # Huffman code length per difference category (0..16)
+        self.restarts = False       # restart markers in the scan (DRI)
 
     def __repr__(self):
         return (f"LJPEGHeader(P={self.precision}, height={self.height}, width={self.width}, "
@@ -55,7 +57,7 @@ def parse_header(data, source="<bytes>"):
     """Walk the marker segments up to SOS; raise LJPEGError naming `source` when malformed."""
     if len(data) < 4 or data[0] != 0xFF or data[1] != SOI:
         raise LJPEGError(f"{source}: not a JPEG stream (no SOI marker at the start)")
-    pos, sof, has_dht = 2, None, False
+    pos, sof, tables, restarts = 2, None, {}, False
     while True:
         # Skip fill bytes between segments.
         while pos < len(data) and data[pos] == 0xFF and pos + 1 < len(data) and data[pos + 1] == 0xFF:
@@ -71,16 +73,18 @@ def parse_header(data, source="<bytes>"):
             raise LJPEGError(f"{source}: truncated inside marker 0xFF{marker:02X} at byte {pos}")
         if marker in (0xC0, 0xC1, 0xC2, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
             raise LJPEGError(f"{source}: frame type 0xFF{marker:02X} is not lossless SOF3")
+        if marker == DRI:
+            restarts = len(body) >= 2 and ((body[0] << 8) | body[1]) > 0
         if marker == SOF3:
             if len(body) < 6:
                 raise LJPEGError(f"{source}: SOF3 segment too short")
             sof = (body[0], (body[1] << 8) | body[2], (body[3] << 8) | body[4], body[5])
         elif marker == DHT:
-            has_dht = True
+            _read_dht(body, tables, source)
         elif marker == SOS:
             if sof is None:
                 raise LJPEGError(f"{source}: SOS before any SOF3 frame header")
-            if not has_dht:
+            if not tables:
                 raise LJPEGError(f"{source}: no Huffman table (DHT) before SOS")
             if not body:
                 raise LJPEGError(f"{source}: SOS segment too short")
@@ -91,9 +95,155 @@ def parse_header(data, source="<bytes>"):
             precision, height, width, comps = sof
             header = LJPEGHeader(precision, height, width, comps, data[pred_off],
                                  data[pred_off + 2] & 0x0F, pred_off)
+            header.code_lengths = tables.get(body[2] >> 4) if ns >= 1 else None
+            header.restarts = restarts
             _check_header(header, source)
             return header, pos + 2 + length
         pos += 2 + length
+
+
+def _read_dht(body, tables, source):
+    """Huffman tables of a DHT segment into `tables`: id -> code length per category (0 where
+    the category has no code)."""
+    pos = 0
+    while pos < len(body):
+        if pos + 17 > len(body):
+            raise LJPEGError(f"{source}: DHT segment too short")
+        table_id = body[pos] & 0x0F
+        counts = body[pos + 1:pos + 17]
+        n = sum(counts)
+        values = body[pos + 17:pos + 17 + n]
+        if len(values) != n:
+            raise LJPEGError(f"{source}: DHT segment too short for its {n} codes")
+        lengths = np.zeros(17, np.int64)
+        k = 0
+        for size, count in enumerate(counts, 1):
+            for v in values[k:k + count]:
+                if v > 16:
+                    raise LJPEGError(f"{source}: Huffman table codes category {v} (0..16 only)")
+                lengths[v] = size
+            k += count
+        tables[table_id] = lengths
+        pos += 17 + n
+
+
+def _entropy_segment(data, scan_start):
+    """(bytes of entropy-coded data after unstuffing, its last byte, the code of the marker
+    that ends it) for the scan starting at `scan_start`."""
+    seg = np.frombuffer(data, np.uint8, offset=scan_start)
+    ff = np.flatnonzero(seg[:-1] == 0xFF)
+    following = seg[ff + 1]
+    ends = ff[following != 0x00]
+    if not len(ends):
+        return len(seg) - len(ff), None, None
+    end = int(ends[0])
+    stuffed = int(np.count_nonzero(ff < end))
+    marker = int(seg[end + 1])
+    k = end + 1
+    while marker == 0xFF and k + 1 < len(seg):   # fill bytes before the marker
+        k += 1
+        marker = int(seg[k])
+    # The last data byte, unstuffed (a stuffed 0xFF is followed by 0x00).
+    last = None
+    if end >= 2 and seg[end - 1] == 0 and seg[end - 2] == 0xFF:
+        last = 0xFF
+    elif end >= 1:
+        last = int(seg[end - 1])
+    return end - stuffed, last, marker
+
+
+def check_scan_length(image, header, data, scan_start, source):
+    """Hold the entropy-coded data to the samples decoded from it.
+
+    A decoder that runs out of data pads with zero bits and still returns an image, so a scan
+    cut short (or garbage inserted before the end marker) decodes silently into wrong pixels.
+    From the decoded samples, their predictions and the file's Huffman table, the exact number
+    of bits the encoder wrote is known; the scan must hold that many, plus under one byte of
+    padding. Raises LJPEGError naming the row where the data ran out or the bytes left over."""
+    if header.code_lengths is None or header.restarts:
+        return   # restart intervals (not used by DDSM) would need a marker-aware count
+    available, last_byte, marker = _entropy_segment(data, scan_start)
+    if marker != EOI:
+        what = "no marker" if marker is None else f"marker 0xFF{marker:02X}"
+        raise LJPEGError(f"{source}: the scan ends with {what}, not the end-of-image marker")
+    h, w = image.shape
+    cost = _bit_costs(header.code_lengths)
+    half = 1 << (header.precision - 1)
+    used = 0
+    rows_per_block = max(1, (1 << 20) // w)
+    for r0 in range(0, h, rows_per_block):
+        r1 = min(h, r0 + rows_per_block)
+        if r0:
+            block = image[r0 - 1:r1]
+        else:
+            block = np.empty((r1 + 1, w), np.uint16)
+            block[0] = half
+            block[1:] = image[:r1]
+        bits = _sample_bits(block, header.predictor, header.precision, cost).ravel()
+        if bits.min() < 0:
+            k = int(np.flatnonzero(bits < 0)[0])
+            raise LJPEGError(f"{source}: corrupt scan: the sample at stream row "
+                             f"{r0 + k // w + 1} of {h} has no Huffman code")
+        block_total = int(bits.sum(dtype=np.int64))
+        if used + block_total > 8 * available:
+            stop = int(np.searchsorted(np.cumsum(bits, dtype=np.int64), 8 * available - used,
+                                       side="right"))
+            raise LJPEGError(f"{source}: the scan ends before every sample is decoded: its "
+                             f"data runs out at stream row {r0 + stop // w + 1} of {h} "
+                             f"(file truncated or corrupt)")
+        used += block_total
+    needed = (used + 7) // 8
+    if available > needed:
+        raise LJPEGError(f"{source}: {available - needed} byte(s) of data left over after the "
+                         f"last sample (row {h} of {h}) before the end-of-image marker "
+                         "(corrupt file)")
+    padding = 8 * available - used
+    if padding and last_byte is not None and (~last_byte) & ((1 << padding) - 1):
+        # JPEG pads the last byte with 1-bits: other bits there mean the samples before were
+        # decoded out of step with what the encoder wrote.
+        raise LJPEGError(f"{source}: the scan's last byte is not padded with 1-bits after "
+                         f"the last sample (row {h} of {h}): corrupt entropy-coded data")
+
+
+def _bit_costs(lengths):
+    """Bits the encoder writes for a difference of magnitude m (index 0..32768): the Huffman
+    code of its category plus that many extra bits (none for category 16); -1 where the
+    category has no code."""
+    mag = np.arange(32769)
+    ssss = np.zeros(mag.shape, np.int64)
+    ssss[1:] = np.floor(np.log2(mag[1:])).astype(np.int64) + 1
+    cost = lengths[ssss] + np.where(ssss == 16, 0, ssss)
+    cost[lengths[ssss] == 0] = -1
+    return cost.astype(np.int32)
+
+
+def _sample_bits(x, predictor, precision, cost):
+    """Bits of every sample of block `x` (header geometry) but its first row, which only
+    serves as the row above (PVRG's imaginary row of 2^(P-1) when the block starts the image:
+    pass it with a first row of that value)."""
+    # Predictors 1-4 need only sums and differences, exact modulo 2^16 in uint16 arithmetic
+    # (half the memory traffic); 5-7 shift a signed or 17-bit value, so they take int32.
+    x = x.astype(np.uint16 if predictor <= 4 else np.int32, copy=False)
+    above, cur = x[:-1], x[1:]
+    left, above_left, above_right = cur[:, :-1], above[:, :-1], above[:, 1:]
+    pred = np.empty_like(cur)
+    pred[:, 0] = above[:, 0]           # column 0 is predicted from above
+    if predictor == 1:
+        pred[:, 1:] = left
+    elif predictor == 2:
+        pred[:, 1:] = above_right
+    elif predictor == 3:
+        pred[:, 1:] = above_left
+    elif predictor == 4:
+        pred[:, 1:] = left + above_right - above_left
+    elif predictor == 5:
+        pred[:, 1:] = left + ((above_right - above_left) >> 1)
+    elif predictor == 6:
+        pred[:, 1:] = above_right + ((left - above_left) >> 1)
+    else:
+        pred[:, 1:] = (left + above_right) >> 1
+    d = (cur - pred).astype(np.uint16, copy=False)   # the difference modulo 2^16
+    return cost[np.minimum(d, np.negative(d))]           # its magnitude as a signed 16-bit
 
 
 def _check_header(h, source):
@@ -163,6 +313,7 @@ def decode_header_geometry(data, source="<bytes>"):
     if header.precision < 16 and int(image.max(initial=0)) >> header.precision:
         raise LJPEGError(f"{source}: decoded samples exceed {header.precision} bits "
                          "(corrupt entropy-coded data)")
+    check_scan_length(image, header, data, scan_start, source)
     return image
 
 

@@ -5,11 +5,14 @@
 Paths are relative to the CSV's folder; images are TIFF, PNG, PGM or DICOM at 8 or 16 bits;
 masks are image files of the same size, nonzero = lesion."""
 import csv
+import io
 import os
 
 from tqdm import tqdm
 
 from deepmammo.sources import images
+from deepmammo.sources.ingestion import describe_error
+from deepmammo.textfile import decode_text
 
 REQUIRED = ("patient_id", "image", "mask", "pathology")
 
@@ -18,25 +21,53 @@ def collect(path, ctx):
     if os.path.isdir(path):
         raise ValueError(f"{path}: a manifest ingest takes the manifest CSV file, not a folder")
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    with open(path, "rb") as f:
+        data = f.read()
+    # Bytes that are not UTF-8 spoil their row only: decode with surrogate escapes and report
+    # each such row. In the header they spoil everything: decode_text says where.
+    text = data.decode("utf-8-sig", errors="surrogateescape")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED if c not in header]
-        if missing:
-            raise ValueError(f"{path}: manifest lacks column(s) {', '.join(missing)} "
-                             f"(needs {', '.join(REQUIRED)})")
-        rows = []
+    except csv.Error as exc:
+        raise ValueError(f"{path}:1: not a CSV header ({exc})") from None
+    if any(_has_bad_bytes(h) for h in header):
+        decode_text(data, path, "manifest")   # raises, naming the line and byte
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise ValueError(f"{path}: manifest lacks column(s) {', '.join(missing)} "
+                         f"(needs {', '.join(REQUIRED)})")
+    rows = []
+    try:
         for raw in reader:
+            where = f"{path}:{reader.line_num}"
             if None in raw:  # csv puts cells beyond the header under the key None, as a list
-                ctx.skip(f"{path}:{reader.line_num}", f"{path}:{reader.line_num}",
-                         f"{len(raw[None])} more cell(s) than the header's columns",
+                ctx.skip(where, where, f"{len(raw[None])} more cell(s) than the header's "
+                         "columns", "bad manifest row")
+                continue
+            if any(v is None for v in raw.values()):
+                ctx.skip(where, where, f"fewer cells than the header's {len(header)} columns",
+                         "bad manifest row")
+                continue
+            if any(_has_bad_bytes(v) for v in raw.values()):
+                ctx.skip(where, where, "bytes that are not UTF-8 text in this row",
                          "bad manifest row")
                 continue
             rows.append(({(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()},
                          reader.line_num))
+    except csv.Error as exc:   # NUL bytes, an unterminated quote: the rest is unreadable
+        ctx.skip(f"{path}:{reader.line_num}", f"{path}:{reader.line_num}",
+                 f"not a CSV row ({exc}); the rest of the manifest is not read",
+                 "bad manifest row")
     counters = {}
     for row, line in tqdm(rows, desc="manifest", unit="row", disable=None):
-        _collect_row(path, base, row, line, counters, ctx)
+        with ctx.guard(f"{path}:{line}", f"{path}:{line}"):
+            _collect_row(path, base, row, line, counters, ctx)
+
+
+def _has_bad_bytes(text):
+    """True when `text` holds bytes that were not UTF-8 (escaped as lone surrogates)."""
+    return any("\udc80" <= c <= "\udcff" for c in text)
 
 
 def _collect_row(path, base, row, line, counters, ctx):
@@ -61,7 +92,7 @@ def _collect_row(path, base, row, line, counters, ctx):
         fmt = images.format_of(image_path)
         image = images.read_image(image_path, fmt)
     except (images.ImageError, OSError) as exc:
-        ctx.skip(case_id, image_path, str(exc), "unreadable image")
+        ctx.skip(case_id, image_path, describe_error(exc), "unreadable image")
         return
     out = {
         "case_id": case_id, "patient_id": pid, "side": side, "view": view,
@@ -81,5 +112,5 @@ def _bits(path, fmt, image):
     """Bits per pixel: a DICOM's BitsStored (a 12- or 14-bit image in 16-bit words must not be
     mapped as if it used all 16), else the container depth (the manifest does not say)."""
     if fmt == "DICOM":
-        return images.dicom_bits(images.read_dicom(path, pixels=False), image)
+        return images.dicom_bits(images.read_dicom(path, pixels=False), image, path)
     return 8 * image.dtype.itemsize

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from deepmammo.sources import images
 from deepmammo.sources.cbis import CBISError, read_case_csv
+from deepmammo.sources.ingestion import describe_error
 
 CSV_NAME = re.compile(r"^mass_case_description.*\.csv$", re.IGNORECASE)
 
@@ -36,11 +37,12 @@ def collect(root, ctx):
     for csv_path in csvs:
         try:
             rows = read_case_csv(csv_path)
-        except (CBISError, UnicodeDecodeError) as exc:
+        except CBISError as exc:
             ctx.skip(os.path.basename(csv_path), csv_path, f"unreadable CSV: {exc}", "unreadable CSV")
             continue
         for row in tqdm(rows, desc=os.path.basename(csv_path), unit="row", disable=None):
-            _collect_row(csv_path, row, index, ctx)
+            with ctx.guard(f"{csv_path}:{row['_line']}", f"{csv_path}:{row['_line']}"):
+                _collect_row(csv_path, row, index, ctx)
 
 
 def _collect_row(csv_path, row, index, ctx):
@@ -65,7 +67,7 @@ def _collect_row(csv_path, row, index, ctx):
     try:
         image = images.read_image(image_path, "TIFF")
     except (images.ImageError, OSError) as exc:
-        ctx.skip(case_id, image_path, str(exc), "unreadable image")
+        ctx.skip(case_id, image_path, describe_error(exc), "unreadable image")
         return
     out = {
         "case_id": case_id, "patient_id": pid, "side": side, "view": view,

@@ -49,7 +49,11 @@ def _values(blob, diff):
 def check_blob(blob, diff=False, where="blob"):
     """The blob's shape, after checking that its values fill it (without converting them)."""
     shape = blob_shape(blob)
-    expected = int(np.prod(shape, dtype=np.int64))
+    if any(d < 0 for d in shape):
+        raise BlobError(f"{where}: negative dimension in shape {shape}")
+    expected = 1
+    for d in shape:          # Python ints: a product of huge dimensions cannot wrap around
+        expected *= d
     count = len(_values(blob, diff))
     if count != expected:
         kind = "diff" if diff else "data"

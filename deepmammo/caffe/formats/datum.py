@@ -11,8 +11,8 @@ class DatumError(ValueError):
 def array_to_datum(arr, label=0):
     """A Datum from a (C, H, W) array: uint8 goes to `data`, anything else to `float_data`."""
     arr = np.asarray(arr)
-    if arr.ndim != 3:
-        raise DatumError(f"a Datum holds a (C, H, W) array, got shape {arr.shape}")
+    if arr.ndim != 3 or not arr.size:
+        raise DatumError(f"a Datum holds a non-empty (C, H, W) array, got shape {arr.shape}")
     datum = pb.Datum(channels=arr.shape[0], height=arr.shape[1], width=arr.shape[2],
                      label=int(label))
     if arr.dtype == np.uint8:
@@ -28,7 +28,11 @@ def datum_to_array(datum, where="datum"):
         raise DatumError(f"{where}: encoded (JPEG/PNG) Datums are not supported; "
                          "write raw pixels (as convert_imageset does without --encoded)")
     shape = (datum.channels, datum.height, datum.width)
-    n = int(np.prod(shape))
+    if min(shape) <= 0:
+        raise DatumError(f"{where}: a Datum of shape {shape} holds no pixels (channels, height "
+                         "and width must be positive)")
+    # The claimed size is only compared with what the record holds, never allocated.
+    n = int(np.prod(shape, dtype=np.int64))
     if len(datum.data):
         arr = np.frombuffer(datum.data, dtype=np.uint8)
     else:

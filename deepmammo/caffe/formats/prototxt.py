@@ -10,6 +10,7 @@ from google.protobuf import text_format
 
 from deepmammo.atomic import write_text
 from deepmammo.caffe.proto import caffe_pb2 as pb
+from deepmammo.textfile import read_text
 
 
 class PrototxtError(ValueError):
@@ -36,10 +37,9 @@ def _parse(text, message, source):
 
 def _read(path):
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such prototxt file")
-    with open(path, "r", encoding="utf-8") as f:
-        return f.read()
+    return read_text(path, "prototxt")
 
 
 def parse_net(text, source="<string>"):
@@ -47,7 +47,31 @@ def parse_net(text, source="<string>"):
     from deepmammo.caffe.formats.upgrade import upgrade_net  # avoids an import cycle with caffemodel
 
     net = _parse(text, pb.NetParameter(), source)
+    check_int_range(net, source)
     return upgrade_net(net, source)
+
+
+_INT_MAX = 2**31 - 1
+
+
+def check_int_range(message, source, path=""):
+    """Caffe keeps its unsigned sizes (kernel_size, num_output, dim, batch_size, ...) in C
+    ints: a value beyond 2^31 - 1 would wrap there, so it is refused here, naming the field."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+    for field, value in message.ListFields():
+        name = f"{path}.{field.name}" if path else field.name
+        repeated = (field.is_repeated if hasattr(field, "is_repeated")
+                    else field.label == F.LABEL_REPEATED)
+        if field.type == F.TYPE_MESSAGE:
+            items = value if repeated else [value]
+            for i, item in enumerate(items):
+                check_int_range(item, source, f"{name}[{i}]" if repeated else name)
+        elif field.type in (F.TYPE_UINT32, F.TYPE_UINT64):
+            values = value if repeated else [value]
+            for v in values:
+                if v > _INT_MAX:
+                    raise PrototxtError(source, f"field {name}: {v} is larger than Caffe "
+                                                f"accepts ({_INT_MAX})")
 
 
 def read_net(path):

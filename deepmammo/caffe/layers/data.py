@@ -13,10 +13,13 @@ crops at TRAIN; then the prefetch thread's seed), and the transformer draws from
 mt19937, per record in database order: Rand(2) for the mirror, then the crop's row and column
 offsets, each `u % n`. So crops and mirrors are real Caffe's, whatever the threads' timing.
 """
+import atexit
 import logging
 import os
 import queue
+import sys
 import threading
+import weakref
 
 import numpy as np
 import torch
@@ -60,6 +63,18 @@ class Input(Layer):
 
 _READERS = {}                # realpath -> [LMDBReader, users]: py-lmdb opens a path once
 _READERS_LOCK = threading.Lock()
+# Data layers whose prefetch thread may still run. At interpreter exit they are stopped and
+# their databases closed while threads still run normally: once finalization starts, a daemon
+# thread that wants the GIL is frozen where it stands, and closing an LMDB environment it
+# holds (Net.__del__ during module teardown) then waits for it for ever.
+_LIVE = weakref.WeakSet()
+
+
+@atexit.register
+def close_all():
+    """Stop every Data layer's prefetch thread and close its database (runs at exit)."""
+    for layer in list(_LIVE):
+        layer.close()
 
 
 def _open_reader(path):
@@ -139,6 +154,7 @@ class Data(Layer):
         self._thread = threading.Thread(target=self._prefetch, args=(skip,), daemon=True,
                                         name=f"prefetch-{self.name}")
         self._thread.start()
+        _LIVE.add(self)
 
     def _inspect(self, dp):
         """Shape of the records (from the first) and the transformer."""
@@ -161,6 +177,7 @@ class Data(Layer):
             raise self.error(str(exc)) from None
 
     def _prefetch(self, skip):
+        records = None
         try:
             records = _records(self.reader, skip)
             if self.phase == pb.TRAIN and distributed.solver_count() > 1:
@@ -172,6 +189,8 @@ class Data(Layer):
                 labels = np.empty((self.batch_size,), dtype=np.float32)
                 source = self.layer_param.data_param.source
                 for i in range(self.batch_size):
+                    if self._stop.is_set():   # a large batch must not delay close()
+                        return
                     datum = datum_from_bytes(next(records), where=source)
                     arr = datum_to_array(datum, where=source)
                     if tuple(arr.shape) != self.datum_shape:
@@ -182,6 +201,9 @@ class Data(Layer):
                 self._put((torch.from_numpy(data), torch.from_numpy(labels)))
         except Exception as exc:  # handed to the consumer, which raises it with the layer name
             self._put(exc)
+        finally:
+            if records is not None:
+                records.close()   # ends the read transaction before close() closes the database
 
     def _put(self, item):
         while not self._stop.is_set():
@@ -209,10 +231,21 @@ class Data(Layer):
         return tops
 
     def close(self):
+        """Stop the prefetch thread, then release the database (once)."""
         if self._stop.is_set():
             return
         self._stop.set()
-        self._thread.join(timeout=2)
+        _LIVE.discard(self)
+        if sys.is_finalizing():
+            # Threads are frozen now: joining or closing the environment under one would wait
+            # for ever; the process is ending and the OS reclaims the database.
+            return
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            log.warning("%s: prefetch thread did not stop; leaving %s open", self.where,
+                        self.layer_param.data_param.source)
+            return
         _close_reader(self.layer_param.data_param.source)
 
     def __del__(self):
