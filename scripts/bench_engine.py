@@ -56,8 +56,8 @@ def make_bench_net(name):
 
 
 def write_bench_nets():
-    from deepmammo.caffe.formats.prototxt import to_text
     from deepmammo.atomic import write_text
+    from deepmammo.caffe.formats.prototxt import to_text
     out = {}
     os.makedirs(os.path.join(HERE, "bench_nets"), exist_ok=True)
     for name in SOURCES:
@@ -123,8 +123,9 @@ def main():
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args()
 
-    import deepmammo.caffe as caffe      # first: it sets OMP_WAIT_POLICY before torch loads
     import torch
+
+    import deepmammo.caffe as caffe  # first: it sets OMP_WAIT_POLICY before torch loads
     from deepmammo.caffe import mode
     from deepmammo.caffe.commands import run_caffe_time
     from deepmammo.caffe.timing import time_net

@@ -34,8 +34,8 @@ def _best(fn, repeat):
 
 def _alexnet_deploy():
     """AlexNet's layers behind an Input layer (no dataset needed), for construction time."""
-    from deepmammo.caffe.proto import caffe_pb2 as pb
     from deepmammo.caffe.formats.prototxt import read_net
+    from deepmammo.caffe.proto import caffe_pb2 as pb
     src = read_net(os.path.join(ROOT, "prototxt/alexnet_finetune/train_val.prototxt"))
     net = pb.NetParameter(name=src.name)
     inp = net.layer.add(name="data", type="Input")

@@ -26,8 +26,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from deepmammo.caffe.proto import caffe_pb2 as pb  # noqa: E402
 from deepmammo.caffe.formats.prototxt import read_net, to_text  # noqa: E402
+from deepmammo.caffe.proto import caffe_pb2 as pb  # noqa: E402
 
 MODELS = {
     "levynet": ("LevyNet", "prototxt/levynet/train_val.prototxt", 64),

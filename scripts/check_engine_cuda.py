@@ -94,8 +94,9 @@ def compare(name, text, phase, device, inputs=None):
 def coherence(device):
     """numpy writes reach the device; device (solver-style) writes reach numpy."""
     import torch
-    import deepmammo.caffe as caffe
     from test_engine_net import SMALL
+
+    import deepmammo.caffe as caffe
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "small.prototxt")
         with open(path, "w") as f:
@@ -124,9 +125,10 @@ def coherence(device):
 
 
 def data_layer(device):
+    from test_engine_net import _data_net
+
     from deepmammo.caffe.formats.datum import array_to_datum
     from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
-    from test_engine_net import _data_net
     rs = np.random.RandomState(3)
     images = rs.randint(0, 256, size=(5, 3, 8, 7)).astype(np.uint8)
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import deepmammo.caffe as caffe
+from deepmammo.caffe.crosscheck import crosscheck
 from deepmammo.caffe.formats.binaryproto import write_mean
 from deepmammo.caffe.formats.blobproto import array_to_blob
 from deepmammo.caffe.formats.caffemodel import write_caffemodel
-from deepmammo.caffe.crosscheck import crosscheck
 from deepmammo.caffe.formats.datum import array_to_datum
 from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.caffe.netstate import NetError

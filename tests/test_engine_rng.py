@@ -16,9 +16,9 @@ from solver_scenario import make_data, write_solver
 
 import deepmammo.caffe as ours
 from deepmammo.caffe import rng
+from deepmammo.caffe.fillers import FillerError, fill
 from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
 from deepmammo.caffe.formats.datum import array_to_datum
-from deepmammo.caffe.fillers import FillerError, fill
 from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.caffe.solvers import get_solver

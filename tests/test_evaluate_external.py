@@ -8,12 +8,12 @@ import sys
 
 import numpy as np
 import pytest
+from test_report_world import CROP, build_world, write_mean
 
 from deepmammo.evaluate import predict
 from deepmammo.evaluate.snapshots import evaluate
 from deepmammo.report.build import external_table
 from deepmammo.report.collect import collect_runs
-from test_report_world import CROP, build_world, write_mean
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -3,8 +3,13 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from deepmammo.evaluate.metrics import (average_precision, binary_metrics, decisions, roc_auc,
-                                        roc_curve)
+from deepmammo.evaluate.metrics import (
+    average_precision,
+    binary_metrics,
+    decisions,
+    roc_auc,
+    roc_curve,
+)
 
 
 def _cases():

@@ -6,13 +6,13 @@ import os
 
 import numpy as np
 import pytest
+from test_report_world import build_world, evaluate_world
 
 from deepmammo.cli import main
 from deepmammo.evaluate.metrics import binary_metrics
 from deepmammo.evaluate.predict import PREDICTION_COLUMNS, read_predictions
 from deepmammo.evaluate.select import select_snapshot
 from deepmammo.evaluate.snapshots import predictions_path
-from test_report_world import build_world, evaluate_world
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +139,9 @@ def test_both_engines_give_the_same_numbers(world, tmp_path):
 def test_eval_equals_the_nets_own_test_phase(world, tmp_path, engine):
     """The accuracy Caffe's TEST phase reports (Data layer, transform_param, Accuracy layer)
     over the whole validation LMDB equals eval's accuracy for the same snapshot."""
-    from deepmammo.evaluate.predict import caffe_module
     from test_report_world import DEPLOY
+
+    from deepmammo.evaluate.predict import caffe_module
     caffe = caffe_module(engine)
     body = DEPLOY.split("\n", 3)[3]  # the layers after the Input layer
     body = body.replace('layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }\n', "")

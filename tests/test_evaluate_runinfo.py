@@ -7,8 +7,13 @@ import yaml
 
 from deepmammo.caffe.formats.datum import array_to_datum
 from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
-from deepmammo.evaluate.runinfo import (expand_snapshots, find_run_dir, run_info,
-                                        snapshot_iteration, training_progress)
+from deepmammo.evaluate.runinfo import (
+    expand_snapshots,
+    find_run_dir,
+    run_info,
+    snapshot_iteration,
+    training_progress,
+)
 
 
 def _run(tmp_path, epochs=None, with_train_val=False):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from deepmammo.evaluate.metrics import binary_metrics
-from deepmammo.evaluate.select import chosen_test_entry, choose_threshold, select_snapshot
+from deepmammo.evaluate.select import choose_threshold, chosen_test_entry, select_snapshot
 
 
 def _entry(name, it, acc, rec):

@@ -5,10 +5,17 @@ import os
 
 import pytest
 
-from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.caffe.formats.prototxt import read_solver
-from deepmammo.experiment import (ExperimentError, experiment_names, iterations, load_config,
-                                  parse_override, resolve_solver, set_solver_field)
+from deepmammo.caffe.proto import caffe_pb2 as pb
+from deepmammo.experiment import (
+    ExperimentError,
+    experiment_names,
+    iterations,
+    load_config,
+    parse_override,
+    resolve_solver,
+    set_solver_field,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")

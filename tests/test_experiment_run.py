@@ -12,8 +12,14 @@ from deepmammo.caffe.formats.binaryproto import write_mean
 from deepmammo.caffe.formats.datum import array_to_datum
 from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.caffe.formats.prototxt import read_net, read_solver
-from deepmammo.experiment import (ExperimentError, find_weights, load_config, prepare_run,
-                                  registry, train)
+from deepmammo.experiment import (
+    ExperimentError,
+    find_weights,
+    load_config,
+    prepare_run,
+    registry,
+    train,
+)
 from deepmammo.experiment.commands import register as register_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

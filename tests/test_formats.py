@@ -4,7 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from deepmammo.caffe.formats import binaryproto, caffemodel, datum as datum_io, prototxt, solverstate
+from deepmammo.caffe.formats import binaryproto, caffemodel, prototxt, solverstate
+from deepmammo.caffe.formats import datum as datum_io
 from deepmammo.caffe.formats.blobproto import array_to_blob, blob_to_array, shapes_match
 from deepmammo.caffe.formats.lmdb_io import LMDBReader, LMDBWriter, lmdb_key
 from deepmammo.caffe.proto import caffe_pb2 as pb

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 import deepmammo.caffe as caffe
-from deepmammo.caffe.formats.prototxt import read_net, to_text
-from deepmammo.experiment import dataset_paths, resolve_net
-
 from deepmammo.caffe.formats.binaryproto import write_mean
 from deepmammo.caffe.formats.datum import array_to_datum
 from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
+from deepmammo.caffe.formats.prototxt import read_net, to_text
+from deepmammo.experiment import dataset_paths, resolve_net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("levynet", "levynet_code", "alexnet_finetune", "googlenet_shallow", "googlenet_deeper")

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.caffe.formats.prototxt import read_net, read_solver
+from deepmammo.caffe.proto import caffe_pb2 as pb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("levynet", "levynet_code", "alexnet_finetune", "googlenet_shallow", "googlenet_deeper")

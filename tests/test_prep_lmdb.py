@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from test_prep_archive import make_archive
 
 from deepmammo.caffe.formats.binaryproto import read_mean
 from deepmammo.caffe.formats.datum import datum_to_array
@@ -13,7 +14,6 @@ from deepmammo.prep import build as B
 from deepmammo.prep.crops import build_crops, read_crops
 from deepmammo.prep.greylevel import GreyMapping
 from deepmammo.prep.split import make_split, read_split, write_split
-from test_prep_archive import make_archive
 
 SIZE = 32  # small records keep the tests fast; the geometry is the same at 224
 

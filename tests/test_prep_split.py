@@ -3,11 +3,11 @@ import json
 
 import numpy as np
 import pytest
+from test_prep_archive import make_archive
 
 from deepmammo.cli import main as cli_main
 from deepmammo.prep import split as S
 from deepmammo.prep.crops import build_crops, read_crops
-from test_prep_archive import make_archive
 
 
 def synthetic_crops(n_patients, seed):

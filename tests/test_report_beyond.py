@@ -60,6 +60,7 @@ def test_tsne_separates_clusters_and_is_deterministic():
 
 def test_crops_get_shape_and_margins_from_the_cases_table(tmp_path):
     import json
+
     from deepmammo.report.beyond import read_crops
     (tmp_path / "cases.csv").write_text("case_id,patient_id,shape,margins\n"
                                         "A_1,A,OVAL,CIRCUMSCRIBED\nB_1,B,IRREGULAR,SPICULATED\n")

@@ -6,9 +6,9 @@ import shutil
 import subprocess
 
 import pytest
+from test_report_world import build_world, evaluate_world
 
 from deepmammo.cli import main
-from test_report_world import build_world, evaluate_world
 
 CHROMIUM = "/usr/bin/chromium"
 

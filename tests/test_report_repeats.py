@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from test_report_world import _weights, _write_logs, build_world, evaluate_world, write_caffemodel
 
 from deepmammo.evaluate import predict
 from deepmammo.evaluate.compare import compare
@@ -16,8 +17,6 @@ from deepmammo.evaluate.runinfo import run_info
 from deepmammo.evaluate.snapshots import evaluate, predictions_path
 from deepmammo.report.collect import collect_runs
 from deepmammo.report.tables import runs_table, write_table
-from test_report_world import (_weights, _write_logs, build_world, evaluate_world,
-                               write_caffemodel)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUP = "levynet/20261130-120000"

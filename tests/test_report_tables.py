@@ -3,11 +3,11 @@ import csv
 import os
 
 import pytest
+from test_report_world import build_world, evaluate_world
 
 from deepmammo.report.collect import collect_runs
 from deepmammo.report.paper import TABLE2
 from deepmammo.report.tables import table_rows, to_markdown, write_table
-from test_report_world import build_world, evaluate_world
 
 
 @pytest.fixture(scope="module")

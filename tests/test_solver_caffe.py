@@ -9,11 +9,15 @@ import os
 
 import numpy as np
 import pytest
+from solver_scenario import (
+    assert_params_close,
+    make_data,
+    make_initial_weights,
+    params_of,
+    write_solver,
+)
 
 from deepmammo.caffe.solvers import get_solver
-
-from solver_scenario import (assert_params_close, make_data, make_initial_weights, params_of,
-                             write_solver)
 
 STEPS = 12
 RTOL, ATOL = 1e-5, 1e-6   # observed: at most 1.2e-7 absolute over 12 steps

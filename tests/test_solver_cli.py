@@ -5,11 +5,10 @@ import os
 
 import numpy as np
 import pytest
+from solver_scenario import make_data, make_initial_weights, write_solver
 
 from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
 from deepmammo.cli import main as cli_main
-
-from solver_scenario import make_data, make_initial_weights, write_solver
 
 BODY = ('type: "Nesterov" base_lr: 0.05 momentum: 0.9 lr_policy: "poly" power: 1 '
         "weight_decay: 0.01 max_iter: 8 display: 4 snapshot: 0")

@@ -3,12 +3,11 @@ averaged before the update, end where one worker with iter_size 2 ends."""
 import os
 
 import numpy as np
+from solver_scenario import make_data, make_initial_weights, params_of, write_solver
 
 from deepmammo.caffe import distributed
 from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
 from deepmammo.caffe.solvers import get_solver
-
-from solver_scenario import make_data, make_initial_weights, params_of, write_solver
 
 SCHEDULE = ('type: "SGD" base_lr: 0.1 momentum: 0.9 lr_policy: "step" gamma: 0.5 stepsize: 3 '
             "weight_decay: 0.01 clip_gradients: 2 max_iter: 6 display: 0")

@@ -8,12 +8,11 @@ import types
 import warnings
 
 import pytest
+from solver_scenario import make_data, write_solver
 
 from deepmammo.caffe.real import find_build
 from deepmammo.caffe.solvers import get_solver
 from deepmammo.caffe.train_log import TrainLog, fmt, glog_line
-
-from solver_scenario import make_data, write_solver
 
 GLOG = re.compile(r"^I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ [\w.]+:\d+\] ")
 

@@ -6,12 +6,11 @@ import subprocess
 import sys
 
 import numpy as np
+from solver_scenario import make_data, write_solver
 
 from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
 from deepmammo.caffe.solvers import get_solver
 from deepmammo.cli import main as cli_main
-
-from solver_scenario import make_data, write_solver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BODY = ('type: "Adam" base_lr: 0.01 momentum: 0.9 lr_policy: "step" gamma: 0.5 stepsize: 4 '

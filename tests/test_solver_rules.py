@@ -13,8 +13,8 @@ import torch
 
 from deepmammo.caffe import lr_policy
 from deepmammo.caffe.blob import Blob
-from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.caffe.formats.prototxt import parse_solver
+from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.caffe.solvers import SOLVERS, create_solver
 
 N, D = 8, 3

@@ -9,8 +9,19 @@ import numpy as np
 import pytest
 
 from deepmammo.cli import main as cli_main
-from deepmammo.sources import cases, cbis, ddsm, images, ingestion, synth
-from deepmammo.sources import ingest, load_image, load_mask, make_archive, read_cases
+from deepmammo.sources import (
+    cases,
+    cbis,
+    ddsm,
+    images,
+    ingest,
+    ingestion,
+    load_image,
+    load_mask,
+    make_archive,
+    read_cases,
+    synth,
+)
 
 SIZE = (160, 112)
 PATIENTS = 5

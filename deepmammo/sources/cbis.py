@@ -91,8 +91,13 @@ def write_dicom(path, array, patient_id, series_description, laterality="", view
     compression: None, 'rle' (RLE Lossless) or 'jpeg-lossless' (Process 14, SV1)."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import (ExplicitVRLittleEndian, JPEGLosslessSV1, PYDICOM_IMPLEMENTATION_UID,
-                             RLELossless, generate_uid)
+    from pydicom.uid import (
+        PYDICOM_IMPLEMENTATION_UID,
+        ExplicitVRLittleEndian,
+        JPEGLosslessSV1,
+        RLELossless,
+        generate_uid,
+    )
     array = np.ascontiguousarray(array)
     bits = 16 if array.dtype == np.uint16 else 8
     meta = FileMetaDataset()
@@ -126,6 +131,7 @@ def write_dicom(path, array, patient_id, series_description, laterality="", view
         ds.compress(RLELossless, generate_instance_uid=False)  # keep it deterministic
     elif compression == "jpeg-lossless":
         from pydicom.encaps import encapsulate
+
         from deepmammo.sources import ljpeg
         # Predictor 1 is coded the same by PVRG and the standard; no header swap here.
         ds.PixelData = encapsulate([ljpeg.encode(array, 1, bits, swap_header=False)])
@@ -150,7 +156,7 @@ def find_csvs(root):
 def index_subjects(root):
     """Subject folder name (upper case) -> the .dcm files below it, for either layout."""
     index = {}
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, _ in os.walk(root):
         dirs.sort()
         name = os.path.basename(folder)
         if SUBJECT.match(name):

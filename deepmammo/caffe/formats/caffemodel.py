@@ -13,8 +13,8 @@ from google.protobuf.message import DecodeError
 
 from deepmammo.atomic import write_bytes
 from deepmammo.caffe.formats.blobproto import BlobError, blob_to_array, check_blob
-from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.caffe.formats.upgrade import upgrade_net
+from deepmammo.caffe.proto import caffe_pb2 as pb
 
 
 class CaffemodelError(ValueError):

@@ -44,7 +44,9 @@ def _read(path):
 
 def parse_net(text, source="<string>"):
     """A NetParameter from prototxt text, upgraded to the current format."""
-    from deepmammo.caffe.formats.upgrade import upgrade_net  # avoids an import cycle with caffemodel
+    from deepmammo.caffe.formats.upgrade import (
+        upgrade_net,  # avoids an import cycle with caffemodel
+    )
 
     net = _parse(text, pb.NetParameter(), source)
     check_int_range(net, source)

@@ -1,4 +1,13 @@
 """Caffe layer types on torch, one module per family; importing this registers them all."""
-from deepmammo.caffe.layers import (activation, conv, data, inner_product, loss, lrn,  # noqa: F401
-                                    norm, pooling, structure)
+from deepmammo.caffe.layers import (  # noqa: F401
+                                    activation,
+                                    conv,
+                                    data,
+                                    inner_product,
+                                    loss,
+                                    lrn,
+                                    norm,
+                                    pooling,
+                                    structure,
+)
 from deepmammo.caffe.layers.base import REGISTRY, Layer  # noqa: F401

@@ -78,7 +78,7 @@ def close_all():
 
 
 def _open_reader(path):
-    from deepmammo.caffe.formats.lmdb_io import LMDBReader   # lmdb only where a Data layer is used
+    from deepmammo.caffe.formats.lmdb_io import LMDBReader  # lmdb only where a Data layer is used
     key = os.path.realpath(path)
     with _READERS_LOCK:
         entry = _READERS.get(key)
