@@ -7,8 +7,10 @@ tell the leftovers of a killed process (removed) from the work of a living one (
 `output_lock` lets one process at a time build an output.
 """
 import contextlib
+import csv
 import errno
 import glob
+import io
 import logging
 import os
 import re
@@ -74,6 +76,18 @@ def write_bytes(path, data):
 def write_text(path, text):
     """Write `text` (UTF-8) to `path` atomically."""
     write_bytes(path, text.encode("utf-8"))
+
+
+def write_csv(path, columns, rows):
+    """Write `rows` (dicts; missing cells empty, other keys ignored) under a header of
+    `columns`, atomically, with Unix line ends: every CSV the pipeline writes."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
+    write_text(path, buf.getvalue())
 
 
 def check_output_folder(path):

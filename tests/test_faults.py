@@ -151,10 +151,10 @@ def test_disk_full_during_crops_leaves_no_partial_folder(dataset, tmp_path, monk
             print("crops disk full: mounting refused, a fake full-disk PNG writer")
     from deepmammo.prep import crops as crops_mod
 
-    def full(path, array):
+    def full(path, array, compress_level=6):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(crops_mod.images, "write_png", full)
+    monkeypatch.setattr(crops_mod, "write_png", full)
     with pytest.raises(OSError) as info:
         build_crops(cases, str(tmp_path / "fake" / "crops"), workers=1)
     assert info.value.errno == errno.ENOSPC and "crops.partial" in info.value.filename

@@ -19,9 +19,7 @@ Nothing is written under OUT's final name until the whole build is complete: a c
 previous OUT (if any) untouched, and a rerun starts clean.
 """
 import contextlib
-import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -30,7 +28,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from deepmammo.atomic import atomic_path, check_output_folder, output_lock, write_text
+from deepmammo.atomic import atomic_path, check_output_folder, output_lock, write_csv, write_text
 from deepmammo.caffe.formats.binaryproto import write_mean
 from deepmammo.caffe.formats.datum import array_to_datum, datum_to_bytes
 from deepmammo.caffe.formats.lmdb_io import LMDBReader, LMDBWriter, lmdb_key
@@ -166,15 +164,12 @@ def _write_split(path, split, crops, augment, size, fill, mapping, seed, workers
 
 
 def _write_manifest(path, rows):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in sorted(rows, key=lambda r: (SPLITS.index(r["split"]), r["key"])):
-        row = dict(row)
-        for k in ("angle", "fill", "window_h", "window_w"):
-            row[k] = f"{float(row[k]):.6g}"
-        writer.writerow(row)
-    write_text(path, buf.getvalue())
+    def formatted(row):
+        return dict(row, **{k: f"{float(row[k]):.6g}"
+                            for k in ("angle", "fill", "window_h", "window_w")})
+
+    write_csv(path, MANIFEST_COLUMNS, (
+        formatted(r) for r in sorted(rows, key=lambda r: (SPLITS.index(r["split"]), r["key"]))))
 
 
 def build_lmdbs(crops_dir, splits_csv, out, augment="paper", seed=0, grey="full-range",

@@ -29,10 +29,11 @@ import shutil
 import numpy as np
 from tqdm import tqdm
 
-from deepmammo.atomic import check_output_folder, output_lock, write_text
-from deepmammo.prep import images
+from deepmammo.atomic import check_output_folder, output_lock, write_csv, write_text
 from deepmammo.prep.parallel import run_tasks
 from deepmammo.provenance import file_sha1, provenance
+from deepmammo.sources import cases as case_table
+from deepmammo.sources.images import write_png
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,7 @@ class Padding:
         return extra // 2, extra - extra // 2
 
 
-def mask_bbox(mask):
-    """Half-open (r0, c0, r1, c1) of the True pixels, or None for an empty mask."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+mask_bbox = case_table.bbox_of  # half-open (r0, c0, r1, c1) of a mask, as cases.csv writes it
 
 
 def wanted_box(bbox, padding):
@@ -133,10 +128,6 @@ def make_crop_id(row):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(row.get("case_id", ""))).strip("_")
 
 
-def _fmt_box(box):
-    return ",".join(str(int(v)) for v in box)
-
-
 def _parse_label(row):
     text = str(row.get("label", "")).strip()
     if text not in ("0", "1"):
@@ -167,10 +158,9 @@ def _crop_one(image, mask, row, padding, edge, crop_id, images_dir):
     crop = np.ascontiguousarray(image[r0:r1, c0:c1])
     name = f"{crop_id}.png"
     final = os.path.join(images_dir, name)
-    tmp = os.path.join(images_dir, f".{name}.tmp")
     try:
-        images.write_png(tmp, crop)
-        os.replace(tmp, final)
+        # level 1: crops are written once and read often; a few times faster than the default
+        write_png(final, crop, compress_level=1)
     except OSError as exc:
         raise CropWriteError(exc.errno, exc.strerror, exc.filename or final) from None
     record = {
@@ -180,8 +170,8 @@ def _crop_one(image, mask, row, padding, edge, crop_id, images_dir):
         "pathology": row.get("pathology", ""), "file": f"images/{name}", "bits": bits,
         "scanner": row.get("scanner", ""), "dtype": str(crop.dtype),
         "image_rows": image.shape[0], "image_cols": image.shape[1],
-        "mask_bbox": _fmt_box(bbox), "padding": str(padding), "wanted_box": _fmt_box(wanted),
-        "crop_box": _fmt_box(box), "clip_top": cut[0], "clip_left": cut[1],
+        "mask_bbox": case_table.format_bbox(bbox), "padding": str(padding), "wanted_box": case_table.format_bbox(wanted),
+        "crop_box": case_table.format_bbox(box), "clip_top": cut[0], "clip_left": cut[1],
         "clip_bottom": cut[2], "clip_right": cut[3], "trim_left": trims[0],
         "trim_right": trims[1], "height": crop.shape[0], "width": crop.shape[1],
     }
@@ -218,7 +208,7 @@ def _crop_image_task(task):
         return done, []  # resumed: every crop of this image is already on disk
     records, skips = [], []
     try:
-        image = np.asarray(images.load_image(rows[0]))
+        image = np.asarray(case_table.load_image(rows[0]))
         if image.ndim != 2:
             raise ValueError(f"image is not 2-D grey (shape {image.shape})")
     except Exception as exc:  # noqa: BLE001  (any loader failure: report the rows, go on)
@@ -226,23 +216,13 @@ def _crop_image_task(task):
         return [], [_skip(r, reason) for r in rows]
     for row, crop_id in zip(rows, crop_ids):
         try:
-            mask = np.asarray(images.load_mask(row)).astype(bool)
+            mask = np.asarray(case_table.load_mask(row)).astype(bool)
             records.append(_crop_one(image, mask, row, padding, edge, crop_id, images_dir))
         except CropWriteError:
             raise
         except Exception as exc:  # noqa: BLE001
             skips.append(_skip(row, f"{type(exc).__name__}: {exc}"))
     return records, skips
-
-
-def _write_csv(path, columns, rows):
-    import io
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: row.get(c, "") for c in columns})
-    write_text(path, buf.getvalue())
 
 
 def _swap_in(partial, final):
@@ -267,7 +247,7 @@ def build_crops(cases_csv, out_dir, padding="fixed:50", edge="clip", workers=Non
     if edge not in ("clip", "code"):
         raise ValueError(f"edge {edge!r}: expected clip or code")
     out_dir = os.path.abspath(out_dir)
-    rows = images.read_cases(cases_csv)
+    rows = case_table.read_cases(cases_csv)
     if not rows:
         raise ValueError(f"{cases_csv}: no case rows")
     config = {"padding": str(padding), "edge": edge, "cases_sha1": file_sha1(cases_csv)}
@@ -336,8 +316,8 @@ def _build(cases_csv, out_dir, partial, rows, config, padding, edge, workers):
     skips.sort(key=lambda s: (str(s["case_id"]), str(s["abnormality_id"])))
     for r in records:  # the per-crop sidecars only serve resuming
         os.unlink(os.path.join(images_dir, f"{r['crop_id']}.json"))
-    _write_csv(os.path.join(partial, "crops.csv"), CROP_COLUMNS, records)
-    _write_csv(os.path.join(partial, "skipped.csv"), SKIP_COLUMNS, skips)
+    write_csv(os.path.join(partial, "crops.csv"), CROP_COLUMNS, records)
+    write_csv(os.path.join(partial, "skipped.csv"), SKIP_COLUMNS, skips)
     summary = {
         "crops": len(records), "skipped": len(skips),
         "benign": sum(r["label"] == 0 for r in records),

@@ -14,14 +14,13 @@ says how many patients end up in two splits.
 """
 import collections
 import csv
-import io
 import json
 import logging
 import os
 
 import numpy as np
 
-from deepmammo.atomic import write_text
+from deepmammo.atomic import write_csv, write_text
 from deepmammo.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -180,13 +179,9 @@ def format_table(table, shared):
 
 
 def write_split(crops, assignment, out_csv, config, inputs=()):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SPLIT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for c in sorted(crops, key=lambda c: c["crop_id"]):
-        writer.writerow({"crop_id": c["crop_id"], "patient_id": c["patient_id"],
-                         "label": c["label"], "split": assignment[c["crop_id"]]})
-    write_text(out_csv, buf.getvalue())
+    write_csv(out_csv, SPLIT_COLUMNS, (
+        {"crop_id": c["crop_id"], "patient_id": c["patient_id"], "label": c["label"],
+         "split": assignment[c["crop_id"]]} for c in sorted(crops, key=lambda c: c["crop_id"])))
     table, shared = split_table(crops, assignment)
     meta = provenance(config=config, seed=config.get("seed"), inputs=inputs)
     meta.update(table=table, patients_in_several_splits=shared)

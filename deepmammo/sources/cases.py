@@ -36,7 +36,7 @@ import os
 
 import numpy as np
 
-from deepmammo.atomic import write_text
+from deepmammo.atomic import write_csv, write_text
 from deepmammo.sources import images
 from deepmammo.textfile import read_text
 
@@ -118,13 +118,7 @@ def write_cases(rows, csv_path):
 
 
 def write_report_csv(entries, path):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS, extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    for e in entries:
-        writer.writerow({k: e.get(k, "") for k in REPORT_COLUMNS})
-    write_text(path, buf.getvalue())
+    write_csv(path, REPORT_COLUMNS, entries)
 
 
 def report_paths(csv_path):
