@@ -98,14 +98,17 @@ def build_tiny_data(folder, patients=10):
 
 def make_workspace(folder):
     """A folder that looks like a checkout to make and the CLI: the repository's Makefile,
-    configs, prototxt and solvers copied (tests edit them), setup.py and .venv linked (so make
-    sees the install done), plus the tiny net, solver and config."""
+    configs, prototxt and solvers copied (tests edit them), the venv linked (make sees the
+    install done), plus the tiny net, solver and config."""
     os.makedirs(folder, exist_ok=True)
     for name in ("configs", "prototxt", "solvers"):
         shutil.copytree(os.path.join(ROOT, name), os.path.join(folder, name))
     for name in ("Makefile", "ruff.toml"):
         shutil.copy2(os.path.join(ROOT, name), os.path.join(folder, name))
-    os.symlink(os.path.join(ROOT, "setup.py"), os.path.join(folder, "setup.py"))
+    # setup.py dated long ago, so make sees the shared install as up to date and never
+    # reinstalls the venv from this folder (which holds no package)
+    shutil.copy2(os.path.join(ROOT, "setup.py"), os.path.join(folder, "setup.py"))
+    os.utime(os.path.join(folder, "setup.py"), (0, 0))
     os.symlink(os.path.dirname(VENV_BIN), os.path.join(folder, ".venv"))
     os.makedirs(os.path.join(folder, "prototxt", "tiny"))
     for path, text in (("prototxt/tiny/train_val.prototxt", TINY_NET),
