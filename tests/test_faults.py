@@ -333,6 +333,13 @@ def test_kill_during_a_snapshot_write_leaves_the_previous_snapshot(tmp_path):
     assert read_solverstate(os.path.join(root, "s_iter_2.solverstate")).iter == 2
     # What the kill left is a temporary beside it, never a file under a snapshot's name.
     assert [os.path.basename(p) for p in glob.glob(os.path.join(root, ".s_iter_4*"))]
+    # Resuming writes that snapshot again and takes the dead process's temporary away.
+    resumed = subprocess.run([sys.executable, "-m", "deepmammo", "train", "--solver", solver,
+                              "--snapshot", os.path.join(root, "s_iter_2.solverstate")],
+                             env=_env(), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    read_caffemodel(os.path.join(root, "s_iter_4.caffemodel"))
+    assert glob.glob(os.path.join(root, ".s_iter_*")) == []
 
 
 # ----------------------------------------------------------------------------- two builds

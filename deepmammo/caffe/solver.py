@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from deepmammo.atomic import write_bytes
+from deepmammo.atomic import remove_stale_temporaries, write_bytes
 from deepmammo.caffe import lr_policy
 from deepmammo.caffe.net import resolve_losses
 from deepmammo.caffe.proto import caffe_pb2 as pb
@@ -576,10 +576,12 @@ class Solver:
     def snapshot(self):
         """Write `<prefix>_iter_N.caffemodel` and `.solverstate` (each via a temporary name)."""
         model_filename = self.snapshot_filename(".caffemodel")
+        state_filename = self.snapshot_filename(".solverstate")
+        for path in (model_filename, state_filename):
+            remove_stale_temporaries(path)  # a write killed mid-way (a run resumed here)
         self.log.info(f"Snapshotting to binary proto file {model_filename}")
         net_param = _net_to_proto(self.net, self.param.snapshot_diff)
         write_bytes(model_filename, net_param.SerializeToString())
-        state_filename = self.snapshot_filename(".solverstate")
         self.log.info(f"Snapshotting solver state to binary proto file {state_filename}")
         write_bytes(state_filename, self.solver_state(model_filename).SerializeToString())
         self.log.flush()
