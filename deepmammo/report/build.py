@@ -378,26 +378,30 @@ def _calibration_of(results, entry):
     return rows_reliability(predict.read_predictions(predictions_path(results, entry)))
 
 
+def _calibrated(runs):
+    """(run, member, split, entry, calibration) of every run's and seed's chosen snapshot."""
+    for run in ordered(runs):
+        for member in run.repeats:
+            scored = _scored_entry(member)
+            if scored is not None:
+                split, results, entry = scored
+                yield run, member, split, entry, _calibration_of(results, entry)
+
+
 def calibration_table(runs):
     """ECE and MCE of every run's (every seed's) snapshot chosen on validation, on test."""
     lines = ["**Calibration of p(malignant)** (snapshot chosen on validation; 10 equal-width "
              "bins; ECE: bin gaps weighted by records, MCE: largest gap)", "",
              "| Experiment | Seed | Split | Snapshot | n | ECE | MCE |", "|---|---|---|---|---|---|---|"]
     rows = []
-    for run in ordered(runs):
-        for member in run.repeats:
-            scored = _scored_entry(member)
-            if scored is None:
-                continue
-            split, results, entry = scored
-            cal = _calibration_of(results, entry)
-            rows.append({"experiment": run.experiment, "seed": seed_label(member.info),
-                         "split": split, "snapshot": snapshot_id(entry),
-                         "n": entry["metrics"]["n"], "ece": cal["ece"], "mce": cal["mce"],
-                         "bins": cal["bins"], "run_dir": member.run_dir})
-            lines.append("| %s | %s | %s | %s | %d | %.3f | %.3f |" % (
-                run.experiment, seed_label(member.info), split, snapshot_id(entry),
-                entry["metrics"]["n"], cal["ece"], cal["mce"]))
+    for run, member, split, entry, cal in _calibrated(runs):
+        rows.append({"experiment": run.experiment, "seed": seed_label(member.info),
+                     "split": split, "snapshot": snapshot_id(entry),
+                     "n": entry["metrics"]["n"], "ece": cal["ece"], "mce": cal["mce"],
+                     "bins": cal["bins"], "run_dir": member.run_dir})
+        lines.append("| %s | %s | %s | %s | %d | %.3f | %.3f |" % (
+            run.experiment, seed_label(member.info), split, snapshot_id(entry),
+            entry["metrics"]["n"], cal["ece"], cal["mce"]))
     if not rows:
         lines.append("| no evaluated runs | | | | | | |")
     return "\n".join(lines) + "\n", rows
@@ -406,16 +410,9 @@ def calibration_table(runs):
 def calibration_figure(runs, out_dir):
     """The reliability diagram of each run's chosen snapshot (every seed's), or None."""
     curves = []
-    for run in ordered(runs):
-        for member in run.repeats:
-            scored = _scored_entry(member)
-            if scored is None:
-                continue
-            split, results, entry = scored
-            cal = _calibration_of(results, entry)
-            label = run.experiment + (" " + seed_label(member.info)
-                                      if len(run.repeats) > 1 else "")
-            curves.append(("%s (%s)" % (label, split), cal["bins"], cal["ece"]))
+    for run, member, split, _, cal in _calibrated(runs):
+        label = run.experiment + (" " + seed_label(member.info) if len(run.repeats) > 1 else "")
+        curves.append(("%s (%s)" % (label, split), cal["bins"], cal["ece"]))
     if not curves:
         return None
     paths = figures.reliability_figure(curves, os.path.join(out_dir, "calibration"),
