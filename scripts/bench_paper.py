@@ -42,12 +42,11 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the repository's deepmammo, when run as a script
 
+from deepmammo import experiment as ex  # noqa: E402
+from deepmammo.caffe.formats import binaryproto, datum, lmdb_io, prototxt  # noqa: E402
+from deepmammo.caffe.timing import device_name  # noqa: E402
+from deepmammo.experiment import resolve  # noqa: E402
 
-# The experiments `make paper` runs, when the configs do not say (configs with a `paper:`
-# entry are the paper's experiments).
-PAPER = ("levynet", "alexnet-noaug-small", "alexnet-noaug-large", "alexnet-aug-large",
-         "googlenet-shallow", "googlenet-deeper")
-NOT_EXPERIMENTS = ("defaults", "weights")
 AUG_RECORDS, NOAUG_RECORDS, EVAL_RECORDS = 36400, 1456, 182
 SIZE = 224
 EVAL_BATCH = 32          # deepmammo eval's default --batch-size
@@ -55,32 +54,13 @@ SLICES = {"cpu": {"iters": 2, "warmup": 1, "eval_batches": 1},
           "cuda": {"iters": 40, "warmup": 10, "eval_batches": 10}}
 
 
-def formats(name):
-    """deepmammo.caffe.formats.<name> (prototxt, datum, lmdb_io, binaryproto), or
-    deepmammo.caffe.<name> where the file formats are not in their own package."""
-    import importlib
-    try:
-        return importlib.import_module(f"deepmammo.caffe.formats.{name}")
-    except ImportError:
-        return importlib.import_module(f"deepmammo.caffe.{name}")
-
-
 # ------------------------------------------------------------------------------ the data
 
 def paper_experiments():
-    """The configs that fill the paper's tables and figures (a non-empty `paper:` entry),
-    else PAPER."""
-    import yaml
-    folder = os.path.join(ROOT, "configs")
-    found = []
-    for name in sorted(os.listdir(folder)):
-        stem, ext = os.path.splitext(name)
-        if ext != ".yaml" or stem in NOT_EXPERIMENTS:
-            continue
-        with open(os.path.join(folder, name)) as f:
-            if (yaml.safe_load(f) or {}).get("paper"):
-                found.append(stem)
-    return tuple(found) or PAPER
+    """The configs that fill the paper's tables and figures (those with `paper:` rows)."""
+    from deepmammo.experiment import experiment_configs
+    return tuple(name for name, config in experiment_configs(os.path.join(ROOT, "configs"))
+                 .items() if config.get("paper"))
 
 
 def dataset_variant(config):
@@ -91,21 +71,11 @@ def dataset_variant(config):
     return "noaug" if "noaug" in os.path.basename(os.path.normpath(config["dataset"])) else "aug"
 
 
-def _experiment_api():
-    """deepmammo.experiment's functions, as a package (experiment/resolve.py) or a module."""
-    from deepmammo import experiment
-    try:
-        from deepmammo.experiment import resolve
-    except ImportError:
-        resolve = experiment
-    return experiment, resolve
-
-
 def ensure_dataset(root, variant, train_records, eval_records, seed=0):
     """root/<variant>/{train,val,test}_lmdb and mean.binaryproto of random 3x224x224 records
     (grey replicated to 3 channels, as `deepmammo lmdb` writes them), written once."""
     from deepmammo.atomic import write_text
-    write_mean = formats("binaryproto").write_mean
+    write_mean = binaryproto.write_mean
     folder = os.path.join(root, variant)
     want = {"train": train_records, "val": eval_records, "test": eval_records, "size": SIZE,
             "seed": seed}
@@ -132,7 +102,6 @@ def ensure_dataset(root, variant, train_records, eval_records, seed=0):
 def _write_records(path, n, pool, split):
     from tqdm import tqdm
 
-    datum, lmdb_io = formats("datum"), formats("lmdb_io")
     values = [[datum.datum_to_bytes(datum.array_to_datum(
         np.broadcast_to(img, (3, SIZE, SIZE)), label=label)) for img in pool] for label in (0, 1)]
     with lmdb_io.LMDBWriter(path) as db:
@@ -147,8 +116,7 @@ def _write_records(path, n, pool, split):
 def plan(name, data_root, records):
     """The experiment as `deepmammo experiment` would run it on the synthetic dataset:
     config, resolved train_val and solver, batch sizes and record counts."""
-    read_net, read_solver = formats("prototxt").read_net, formats("prototxt").read_solver
-    ex, resolve = _experiment_api()
+    read_net, read_solver = prototxt.read_net, prototxt.read_solver
     path = os.path.join(ROOT, "configs", f"{name}.yaml")
     variant = dataset_variant(ex.load_config(path))
     dataset = os.path.join(data_root, variant)
@@ -193,7 +161,7 @@ def time_training(p, folder, iters, warmup, baseline=False):
 
     from deepmammo.caffe.solvers import create_solver
     from deepmammo.caffe.train_log import TrainLog
-    to_text = formats("prototxt").to_text
+    to_text = prototxt.to_text
     net_path = os.path.join(folder, f"{p['name']}_train_val.prototxt")
     with open(net_path, "w") as f:
         f.write(to_text(p["train_val"]))
@@ -231,7 +199,7 @@ def time_training(p, folder, iters, warmup, baseline=False):
 def time_test_phase(p, folder, batches):
     """Images/s of the TEST-phase train_val net (what the solver's tests run)."""
     import deepmammo.caffe as caffe
-    to_text = formats("prototxt").to_text
+    to_text = prototxt.to_text
     net_path = os.path.join(folder, f"{p['name']}_test.prototxt")
     with open(net_path, "w") as f:
         f.write(to_text(p["train_val"]))
@@ -254,7 +222,7 @@ def time_evaluation(p, weights, batches):
     `deepmammo eval` spends them per snapshot."""
     import deepmammo.caffe as caffe
     from deepmammo.evaluate.predict import forward_probs
-    read_mean = formats("binaryproto").read_mean
+    read_mean = binaryproto.read_mean
     mean = read_mean(os.path.join(p["dataset"], "mean.binaryproto"))
     rng = np.random.RandomState(1)
     images = rng.randint(0, 256, (batches * EVAL_BATCH, 3, SIZE, SIZE)).astype(np.uint8)
@@ -306,22 +274,6 @@ def bench_experiment(name, args, data_root, records, folder):
 
 
 # ------------------------------------------------------------------------------ report
-
-def device_name(args):
-    if args.device == "cuda":
-        import torch
-        return torch.cuda.get_device_name(args.gpu)
-    name = "CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
-
 
 def format_table(rows, device, args):
     how = " (baseline: per-blob update, losses read back every iteration)" \
@@ -403,7 +355,7 @@ def main(argv=None):
     records = {"aug": args.aug_records, "noaug": args.noaug_records, "eval": args.eval_records}
     experiments = args.experiments.split(",")
     variants = set()
-    load_config = _experiment_api()[0].load_config
+    load_config = ex.load_config
     for name in experiments:
         variants.add(dataset_variant(load_config(os.path.join(ROOT, "configs",
                                                               f"{name}.yaml"))))
@@ -415,7 +367,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench_paper_") as folder:
         for name in experiments:
             rows.append(bench_experiment(name, args, args.data, records, folder))
-    device = device_name(args)
+    device = device_name(args.gpu if args.device == "cuda" else None)
     print(format_table(rows, device, args))
     if args.out:
         from deepmammo.atomic import write_text

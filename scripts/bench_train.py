@@ -16,7 +16,6 @@ counts 3x forward (the backward pass computes gradients for inputs and weights).
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ sys.path.insert(0, ROOT)
 
 from deepmammo.caffe.formats.prototxt import read_net, to_text  # noqa: E402
 from deepmammo.caffe.proto import caffe_pb2 as pb  # noqa: E402
+from deepmammo.caffe.timing import device_name  # noqa: E402
 
 MODELS = {
     "levynet": ("LevyNet", "prototxt/levynet/train_val.prototxt", 64),
@@ -118,22 +118,6 @@ def _sync(engine, gpu):
     if engine == "torch" and gpu is not None:
         import torch
         torch.cuda.synchronize()
-
-
-def device_name(gpu):
-    if gpu is not None:
-        import torch
-        return torch.cuda.get_device_name(gpu)
-    name = platform.processor() or "CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
 
 
 def main(argv=None):

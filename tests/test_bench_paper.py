@@ -45,7 +45,7 @@ def test_bench_paper_times_and_projects_on_cpu(tmp_path):
     assert bench.ensure_dataset(str(tmp_path / "bench"), "aug", 96, 30) == str(folder)
     assert (folder / "bench.json").stat().st_mtime_ns == stamp
     bench.ensure_dataset(str(tmp_path / "bench"), "aug", 50, 30)
-    count = bench.formats("lmdb_io").count_records
+    from deepmammo.caffe.formats.lmdb_io import count_records as count
     assert count(str(folder / "train_lmdb")) == 50
     assert count(str(folder / "val_lmdb")) == 30
 

@@ -6,11 +6,29 @@ As `caffe time`, the net is built in the TRAIN phase, one forward-backward runs 
 layer's backward in reverse order. On CUDA each layer is synchronised before its clock stops.
 """
 import logging
+import os
+import platform
 import time
 
 import torch
 
 log = logging.getLogger(__name__)
+
+
+def device_name(gpu=None):
+    """What the figures were measured on: the CUDA card's name, else the CPU model and cores."""
+    if gpu is not None:
+        return torch.cuda.get_device_name(gpu)
+    name = platform.processor() or "CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
 
 
 def _sync(device):
