@@ -25,25 +25,31 @@ class Transformer:
         c, h, w = datum_shape
         if self.crop and (self.crop > h or self.crop > w):
             raise ValueError(f"{where}: crop_size {self.crop} exceeds the image {h}x{w}")
-        self.mean = None
-        if mean is not None:
-            self.mean = self._given_mean(mean, datum_shape)
-        elif param.HasField("mean_file") and len(param.mean_value):
+        self.mean = (self._given_mean(mean, datum_shape) if mean is not None
+                     else self._param_mean(param, datum_shape))
+
+    def _param_mean(self, param, datum_shape):
+        """The mean of transform_param: mean_file (an image of the record's size) or
+        mean_value (one, or one per channel); None without either."""
+        c = datum_shape[0]
+        where = self.where
+        if param.HasField("mean_file") and len(param.mean_value):
             raise ValueError(f"{where}: specify either mean_file or mean_value, not both")
         if param.HasField("mean_file"):
             mean = read_mean(param.mean_file)
             if tuple(mean.shape) != tuple(datum_shape):
                 raise ValueError(f"{where}: mean_file {param.mean_file} has shape "
                                  f"{tuple(mean.shape)}, the data {tuple(datum_shape)}")
-            self.mean = mean.astype(np.float32)
-        elif len(param.mean_value):
+            return mean.astype(np.float32)
+        if len(param.mean_value):
             values = list(param.mean_value)
             if len(values) != 1 and len(values) != c:
                 raise ValueError(f"{where}: {len(values)} mean_value entries for {c} channels "
                                  "(give one, or one per channel)")
             if len(values) == 1:
                 values = values * c
-            self.mean = np.asarray(values, dtype=np.float32).reshape(c, 1, 1)
+            return np.asarray(values, dtype=np.float32).reshape(c, 1, 1)
+        return None
 
     def _given_mean(self, mean, datum_shape):
         c = datum_shape[0]
