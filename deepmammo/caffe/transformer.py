@@ -22,7 +22,7 @@ class Transformer:
         self.scale = param.scale
         self.train = phase == pb.TRAIN
         self.rng = transform_rng
-        c, h, w = datum_shape
+        _, h, w = datum_shape
         if self.crop and (self.crop > h or self.crop > w):
             raise ValueError(f"{where}: crop_size {self.crop} exceeds the image {h}x{w}")
         self.mean = (self._given_mean(mean, datum_shape) if mean is not None
