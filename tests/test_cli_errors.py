@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from userpaths import error_line
 
 from deepmammo.caffe.formats.datum import array_to_datum
 from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
@@ -25,17 +26,6 @@ def run_cli(*args, cwd=None, timeout=300):
     proc = subprocess.run([sys.executable, "-m", "deepmammo", *map(str, args)], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
-
-
-def error_line(command, rc, err, *needles):
-    """The single error line of a failed command; checks it names every needle."""
-    assert rc != 0, err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith(f"deepmammo {command}:")]
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert str(needle) in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def skipped_rows(cases_csv):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from solver_scenario import make_data, write_solver
 from test_prep_archive import make_archive
+from userpaths import error_line
 
 from deepmammo import atomic
 from deepmammo.caffe.formats import lmdb_io
@@ -39,16 +40,6 @@ def run_cli(*args, timeout=300):
     proc = subprocess.run([sys.executable, "-m", "deepmammo", *map(str, args)], env=_env(),
                           capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
-
-
-def error_line(command, rc, err, *needles):
-    assert rc == 2, (rc, err)
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith(f"deepmammo {command}:")]
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert str(needle) in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def leftovers(folder):

@@ -78,6 +78,18 @@ def dm(*args, cwd, **kwargs):
     return run([sys.executable, "-m", "deepmammo", *map(str, args)], cwd, **kwargs)
 
 
+def error_line(command, rc, err, *needles):
+    """The one line a failed `deepmammo COMMAND` printed (exit status 2, no traceback);
+    checks that it names every needle."""
+    assert rc == 2, (rc, err)
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith(f"deepmammo {command}:")]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert str(needle) in lines[0], (needle, lines[0])
+    return lines[0]
+
+
 def build_tiny_data(folder, patients=10):
     """synth -> ingest -> crops -> split -> lmdb (no augmentation) through the CLI, laid out as
     the Makefile lays out DATASETS: crops/proportional2, splits-proportional2.csv,
