@@ -164,30 +164,53 @@ def read_csv(path):
                 for row in csv.DictReader(f)]
 
 
-# ------------------------------------------------------- the solver CSV for real Caffe runs
-def solver_csv_rows(train, test):
-    """parse_log.py rows -> the rows of our solver's train_log.csv (iteration, lr, loss,
-    train_<output>, test0_<output>), so a run trained by real Caffe has the same CSV."""
-    merged = {}
-    for row in train:
-        out = merged.setdefault(int(row["NumIters"]), {"iteration": int(row["NumIters"])})
-        out["lr"] = row["LearningRate"]
-        for name, value in list(row.items())[3:]:
-            out[f"train_{name}"] = value
-    for row in test:
-        out = merged.setdefault(int(row["NumIters"]), {"iteration": int(row["NumIters"])})
-        for name, value in list(row.items())[3:]:
-            out[f"test0_{name}"] = value
-    return [merged[k] for k in sorted(merged)]
+# ------------------------------------------------------------ our solver's CSV columns
+_TRAIN_ITER = re.compile(r"Iteration (\d+)(?: \(.*?\))?, loss = ([-+.\deE]+|nan|-?inf)")
+_TEST_ITER = re.compile(r"Iteration (\d+), Testing net \(#(\d+)\)")
+_LR = re.compile(r"Iteration (\d+), lr = ([-+.\deE]+)")
+_OUTPUT = re.compile(r"^\s*(Train|Test) net output #\d+: (\S+) = ([-+.\deE]+|nan|-?inf)")
 
 
-def smoothed_losses(lines):
-    """{iteration: the smoothed loss Caffe displays} from `Iteration N ..., loss = X` lines."""
-    found = {}
-    regex = re.compile(r"Iteration (\d+)(?: \(.*?\))?, loss = ([-+.\deE]+|nan|-?inf)")
+def _number(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def solver_rows(lines):
+    """(train rows, test rows) with the columns of our solver's train_log.csv, from glog
+    lines of either engine: train rows {iteration, train_smoothed_loss, lr, train_<output>},
+    test rows {iteration, test<k>_<output>} (k: the test net)."""
+    train, test = {}, {}
+    current_test = None  # (iteration, net index) of the test being reported
+    last_train_iter = None
     for line in lines:
-        message = _message(line)
-        m = regex.search(message) if message else None
+        message = _message(line.rstrip("\n"))
+        if message is None:
+            continue
+        m = _TEST_ITER.search(message)
         if m:
-            found[int(m.group(1))] = float(m.group(2))
-    return found
+            current_test = (int(m.group(1)), int(m.group(2)))
+            continue
+        m = _TRAIN_ITER.search(message)
+        if m:
+            last_train_iter = int(m.group(1))
+            row = train.setdefault(last_train_iter, {"iteration": last_train_iter})
+            row["train_smoothed_loss"] = _number(m.group(2))
+            current_test = None
+            continue
+        m = _LR.search(message)
+        if m:
+            it = int(m.group(1))
+            train.setdefault(it, {"iteration": it})["lr"] = _number(m.group(2))
+            continue
+        m = _OUTPUT.search(message)
+        if m:
+            kind, name, value = m.group(1), m.group(2), _number(m.group(3))
+            if kind == "Test" and current_test is not None:
+                it, k = current_test
+                test.setdefault(it, {"iteration": it})["test%d_%s" % (k, name)] = value
+            elif kind == "Train" and last_train_iter is not None:
+                train[last_train_iter]["train_%s" % name] = value
+    return [train[k] for k in sorted(train)], [test[k] for k in sorted(test)]

@@ -8,7 +8,6 @@ lines at the end, as our engine does. Ctrl-C is passed on to Caffe, which stops 
 current iteration (and snapshots, as its tool does).
 """
 import contextlib
-import csv
 import os
 import signal
 import subprocess
@@ -16,7 +15,8 @@ import sys
 
 from tqdm import tqdm
 
-from deepmammo.caffe.parse_log import ITERATION, LogParser, smoothed_losses, solver_csv_rows
+from deepmammo.atomic import write_csv
+from deepmammo.caffe.parse_log import ITERATION, solver_rows
 from deepmammo.caffe.train_log import csv_path_for
 
 
@@ -46,7 +46,6 @@ def run_caffe_train(solver_path, log_path, max_iter=None, snapshot=None, echo=Tr
     train_log.csv beside the log. Returns the child's exit status (0), else raises."""
     cmd = caffe_command(solver_path, snapshot)
     os.makedirs(os.path.dirname(os.path.abspath(log_path)) or ".", exist_ok=True)
-    parser = LogParser()
     lines, errors = [], []
     show_bar = echo and sys.stderr.isatty()
     bar = tqdm(total=max_iter, desc="caffe train", unit="it", disable=not show_bar,
@@ -71,7 +70,6 @@ def run_caffe_train(solver_path, log_path, max_iter=None, snapshot=None, echo=Tr
                 log_file.write(line + "\n")
                 log_file.flush()
                 lines.append(line)
-                parser.feed(line)
                 if line.startswith(("E", "F")) or "Check failed" in line:
                     errors.append(line)
                 if echo:
@@ -90,7 +88,7 @@ def run_caffe_train(solver_path, log_path, max_iter=None, snapshot=None, echo=Tr
             proc.kill()
             proc.wait()
         bar.close()
-        _write_solver_csv(csv_path_for(log_path), parser, lines)
+        _write_solver_csv(csv_path_for(log_path), lines)
     if interrupted:
         raise KeyboardInterrupt
     if rc != 0:
@@ -100,20 +98,17 @@ def run_caffe_train(solver_path, log_path, max_iter=None, snapshot=None, echo=Tr
     return rc
 
 
-def _write_solver_csv(path, parser, lines):
-    """train_log.csv with our solver's columns, from the parsed lines."""
-    train, test = parser.finish()
-    rows = solver_csv_rows(train, test)
-    losses = smoothed_losses(lines)
-    for row in rows:
-        if row["iteration"] in losses:
-            row["loss"] = losses[row["iteration"]]
+def _write_solver_csv(path, lines):
+    """train_log.csv with our solver's columns (iteration, lr, loss, train_<output>,
+    test<k>_<output>), from the lines Caffe printed."""
+    train, test = solver_rows(lines)
+    rows = {}
+    for row in train + test:
+        merged = rows.setdefault(row["iteration"], {})
+        merged.update(row)
+        if "train_smoothed_loss" in merged:
+            merged["loss"] = merged.pop("train_smoothed_loss")
     columns = ["iteration", "lr", "loss"]
-    for row in rows:
+    for row in rows.values():
         columns += [c for c in row if c not in columns]
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    write_csv(path, columns, [rows[k] for k in sorted(rows)])

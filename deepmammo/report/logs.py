@@ -8,12 +8,7 @@ import csv
 import os
 import re
 
-# glog prefix: I<MMDD> or I<YYYYMMDD>, time, thread, file:line]
-_PREFIX = r"^[IWEF]\d{4,8}\s+[\d:.]+\s+\S+\s+\S+\]\s*"
-_TRAIN_ITER = re.compile(_PREFIX + r"Iteration (\d+)(?: \(.*?\))?, loss = ([-+\d.eE]+|nan|inf)")
-_TEST_ITER = re.compile(_PREFIX + r"Iteration (\d+), Testing net \(#(\d+)\)")
-_LR = re.compile(_PREFIX + r"Iteration (\d+), lr = ([-+\d.eE]+)")
-_OUTPUT = re.compile(_PREFIX + r"\s*(Train|Test) net output #\d+: (\S+) = ([-+\d.eE]+|nan|inf)")
+from deepmammo.caffe.parse_log import solver_rows
 
 
 def _number(text):
@@ -47,36 +42,8 @@ def read_log_csv(path):
 
 def parse_caffe_log(path):
     """(train rows, test rows) from a Caffe (or our engine's) glog-format training log."""
-    train, test = {}, {}
-    current_test = None  # (iteration, net index) of the test being reported
-    last_train_iter = None
     with open(path, errors="replace") as f:
-        for line in f:
-            m = _TEST_ITER.search(line)
-            if m:
-                current_test = (int(m.group(1)), int(m.group(2)))
-                continue
-            m = _TRAIN_ITER.search(line)
-            if m:
-                last_train_iter = int(m.group(1))
-                row = train.setdefault(last_train_iter, {"iteration": last_train_iter})
-                row["train_smoothed_loss"] = _number(m.group(2))
-                current_test = None
-                continue
-            m = _LR.search(line)
-            if m:
-                it = int(m.group(1))
-                train.setdefault(it, {"iteration": it})["lr"] = _number(m.group(2))
-                continue
-            m = _OUTPUT.search(line)
-            if m:
-                kind, name, value = m.group(1), m.group(2), _number(m.group(3))
-                if kind == "Test" and current_test is not None:
-                    it, k = current_test
-                    test.setdefault(it, {"iteration": it})["test%d_%s" % (k, name)] = value
-                elif kind == "Train" and last_train_iter is not None:
-                    train[last_train_iter]["train_%s" % name] = value
-    return ([train[k] for k in sorted(train)], [test[k] for k in sorted(test)])
+        return solver_rows(f)
 
 
 def read_training_log(run_dir_or_file):
