@@ -24,7 +24,8 @@ class Transformer:
         self.rng = transform_rng
         _, h, w = datum_shape
         if self.crop and (self.crop > h or self.crop > w):
-            raise ValueError(f"{where}: crop_size {self.crop} exceeds the image {h}x{w}")
+            raise ValueError(f"{where}: the record is {h}x{w}, smaller than the crop "
+                             f"(crop_size {self.crop})")
         self.mean = (self._given_mean(mean, datum_shape) if mean is not None
                      else self._param_mean(param, datum_shape))
 

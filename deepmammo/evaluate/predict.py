@@ -54,11 +54,6 @@ def preprocess(image, crop_size, mean=None, scale=1.0, mirror=False):
             raise ValueError("Caffe crops squares: a %dx%d input needs records of that size "
                              "(crop_size 0)" % (h, w))
         crop_size = h
-    image = np.asarray(image)
-    if image.ndim == 3 and crop_size and (crop_size > image.shape[1] or
-                                          crop_size > image.shape[2]):
-        raise ValueError("record is %dx%d, smaller than the crop %dx%d"
-                         % (image.shape[1], image.shape[2], crop_size, crop_size))
     out = test_transform(image, crop_size, mean, scale)
     if mirror:
         out = out[:, :, ::-1]
