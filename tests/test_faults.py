@@ -233,6 +233,25 @@ def test_kill_during_lmdb_build_keeps_the_previous_build_and_the_next_run_cleans
     assert leftovers(tmp_path) == []                             # both removed: pid is gone
 
 
+def interrupt_when_locked(lock, command, *args):
+    """Run `deepmammo COMMAND ARGS`, press Ctrl-C as soon as it holds `lock` (a small build
+    may finish within a second), and check it ends with the one `interrupted` line."""
+    # A session of its own: Ctrl-C at a terminal reaches the whole process group (workers too).
+    proc = subprocess.Popen([sys.executable, "-m", "deepmammo", command, *map(str, args)],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not os.path.exists(lock) and time.time() < deadline:
+        assert proc.poll() is None, f"{command} ended before it could be interrupted"
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    # 130, or SIGINT's own status (the shell reports both as 130): rarely the interpreter ends
+    # by re-raising the signal after the line is printed.
+    assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == f"deepmammo {command}: interrupted"
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_during_lmdb_build_is_one_line_and_leaves_the_previous_build(dataset, tmp_path,
                                                                             workers):
@@ -241,22 +260,8 @@ def test_ctrl_c_during_lmdb_build_is_one_line_and_leaves_the_previous_build(data
     assert run_cli("lmdb", crops_dir, "--splits", splits, "--out", out, "--size", 32,
                    "--augment", "none", "--workers", 1)[0] == 0
     before = (out / "build.json").read_bytes()
-    # A session of its own: Ctrl-C at a terminal reaches the whole process group (workers too).
-    proc = subprocess.Popen([sys.executable, "-m", "deepmammo", "lmdb", crops_dir, "--splits",
-                             splits, "--out", str(out), "--size", "224", "--workers",
-                             str(workers)], env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    # Interrupted as soon as it holds the lock: a small build may finish within a second.
-    deadline = time.time() + 120
-    while not os.path.exists(tmp_path / ".db.lock") and time.time() < deadline:
-        assert proc.poll() is None, "the build ended before it could be interrupted"
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    # 130, or SIGINT's own status (the shell reports both as 130): rarely the interpreter ends
-    # by re-raising the signal after the line is printed.
-    assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1] == "deepmammo lmdb: interrupted"
+    interrupt_when_locked(tmp_path / ".db.lock", "lmdb", crops_dir, "--splits", splits,
+                          "--out", out, "--size", 224, "--workers", workers)
     assert (out / "build.json").read_bytes() == before
     assert leftovers(tmp_path) == []          # Ctrl-C cleans up: temporaries and lock go
 
@@ -276,20 +281,8 @@ def test_a_worker_killed_mid_build_is_an_error_not_a_hang():
 def test_ctrl_c_during_crops_is_one_line_and_the_next_run_completes(dataset, tmp_path):
     cases, _, _ = dataset
     out = tmp_path / "crops"
-    proc = subprocess.Popen([sys.executable, "-m", "deepmammo", "crops", cases, "--out",
-                             str(out), "--workers", "2"], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while not os.path.exists(tmp_path / ".crops.lock") and time.time() < deadline:
-        assert proc.poll() is None, "crops ended before it could be interrupted"
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    # 130, or SIGINT's own status (the shell reports both as 130): rarely the interpreter ends
-    # by re-raising the signal after the line is printed.
-    assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1] == "deepmammo crops: interrupted"
+    interrupt_when_locked(tmp_path / ".crops.lock", "crops", cases, "--out", out,
+                          "--workers", 2)
     assert not out.exists() and not os.path.exists(tmp_path / ".crops.lock")
     rc, _, err = run_cli("crops", cases, "--out", out, "--workers", 2)
     assert rc == 0, err
