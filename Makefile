@@ -42,7 +42,7 @@ AUG ?=# empty: each config's own; code: the authors' (original + 4 rotations, gr
 GREY ?= full-range# 16 -> 8 bit mapping: full-range, window[:LO-HI] or od (DDSM optical density)
 
 .SECONDARY:
-.PHONY: help install caffe browser lint test bench demo paper table1 table2 table3 figures report \
+.PHONY: help install caffe browser graphviz lint test bench demo paper table1 table2 table3 figures report \
         data-small-noaug data-large-noaug data-large-aug clean-venv evaluate
 
 help:
@@ -72,7 +72,11 @@ browser: ## headless Chromium for the report's browser test (Debian's package)
 lint: $(STAMP) ## ruff: pyflakes, bugbear and import order (ruff.toml)
 	$(PY) -m ruff check deepmammo tests scripts setup.py
 
-test: $(STAMP) caffe browser lint ## run the test suite (real Caffe and Chromium are set up first)
+graphviz: ## Debian's graphviz (the `dot` binary that caffe.draw and `deepmammo draw` call)
+	@command -v dot >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends graphviz >/dev/null; }
+
+test: $(STAMP) caffe browser graphviz lint ## run the test suite (real Caffe and Chromium are set up first)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP) caffe ## benchmarks: data, sources, engine and training figures (both engines)

@@ -21,6 +21,13 @@ setup(
         "matplotlib>=3.6",
         "pyyaml>=6.0",
         "tqdm>=4.60",
+        # Caffe's HDF5 layers, weights and snapshots.
+        "h5py>=3.8",
+        # caffe.draw (with Debian's graphviz for the `dot` binary).
+        "pydot>=1.4",
+        # deepmammo export: ONNX, checked with onnxruntime before the file is written.
+        "onnx>=1.14",
+        "onnxruntime>=1.16",
         # 2.13.0 (the CPU build on this machine's disk) satisfies this range.
         "torch>=2.1,<2.14",
     ],
