@@ -158,6 +158,32 @@ def _allocation_failure(exc):
     return None
 
 
+AUTOMATIC = "(automatic)"
+
+
+def _with_automatic_tops(lp, taken):
+    """A loss layer given fewer tops than it needs gets anonymous ones, as Caffe's
+    AutoTopBlobs: named "(automatic)", summed into the loss, read by no other layer and not
+    an output. Caffe may hold several blobs of that name; here the second is "(automatic)2"
+    and so on (`taken`: the names in use). The net's NetParameter keeps the layer as written."""
+    cls = _layers.REGISTRY.get(lp.type)
+    if cls is None or not cls.IS_LOSS:
+        return lp
+    needed = max(cls.MIN_TOPS, cls.EXACT_TOPS or 0)
+    if len(lp.top) >= needed:
+        return lp
+    copy = pb.LayerParameter()
+    copy.CopyFrom(lp)
+    for _ in range(len(lp.top), needed):
+        name, n = AUTOMATIC, 1
+        while name in taken:
+            n += 1
+            name = f"{AUTOMATIC}{n}"
+        copy.top.append(name)
+        taken.add(name)
+    return copy
+
+
 class Net:
     def __init__(self, model, *args, level=0, stages=(), device=None, source=None, **kwargs):
         """`source` names an in-memory NetParameter in errors (e.g. the file it came from)."""
@@ -208,6 +234,7 @@ class Net:
         available = set()
         writer = {}          # blob name -> type of the layer that last wrote it
         for lp in self.net_param.layer:
+            lp = _with_automatic_tops(lp, set(self._blobs))
             layer = self._create_layer(lp)
             if (lp.type == "ReLU" and len(lp.bottom) == 1 and list(lp.top) == list(lp.bottom)
                     and writer.get(lp.bottom[0]) in ("Convolution", "InnerProduct")):
@@ -243,7 +270,8 @@ class Net:
                     if lp.type == "Input":
                         self._input_names.append(name)
                 tops.append(name)
-                available.add(name)
+                if not name.startswith(AUTOMATIC):
+                    available.add(name)
             self._bottom_ids.append(bottoms)
             self._top_ids.append(tops)
             self._bottom_need_backward.append(bnb)
