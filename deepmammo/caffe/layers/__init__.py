@@ -8,6 +8,7 @@ from deepmammo.caffe.layers import (  # noqa: F401
                                     lrn,
                                     norm,
                                     pooling,
+                                    recurrent,
                                     structure,
 )
 from deepmammo.caffe.layers.base import REGISTRY, Layer  # noqa: F401
