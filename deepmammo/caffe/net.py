@@ -307,9 +307,17 @@ class Net:
         where = f"{self.source}: layer {lp.name!r}"
         cls = _layers.REGISTRY.get(lp.type)
         if cls is None:
-            raise NetError(f"{where}: unsupported layer type {lp.type!r} (supported: "
-                           f"{', '.join(sorted(_layers.REGISTRY))})")
+            raise NetError(self._unknown_type(lp))
         return cls(lp, self.phase, self.device, where)
+
+    def _unknown_type(self, lp):
+        """One line: the file and line of the layer, and where such a layer can run."""
+        from deepmammo.caffe.formats.prototxt import layer_line
+        line = layer_line(self.source, lp.name) if os.path.isfile(self.source) else None
+        where = f"{self.source}:{line}" if line else self.source
+        return (f"{where}: layer {lp.name!r} has type {lp.type!r}, which is not a BVLC Caffe "
+                f"layer type; a Caffe build that has this layer runs the net with "
+                f"--engine caffe")
 
     def _setup_layer(self, i, layer):
         bottom_shapes = [self._blobs[n].shape for n in self._bottom_ids[i]]

@@ -5,6 +5,7 @@ Errors name the file, the line and the field (`PrototxtError`). Nets in the old 
 Caffe's ReadNetParamsFromTextFileOrDie does.
 """
 import os
+import re
 
 from google.protobuf import text_format
 
@@ -74,6 +75,17 @@ def check_int_range(message, source, path=""):
                 if v > _INT_MAX:
                     raise PrototxtError(source, f"field {name}: {v} is larger than Caffe "
                                                 f"accepts ({_INT_MAX})")
+
+
+def layer_line(path, layer_name):
+    """The line (1-based) of `name: "LAYER"` in a prototxt file, or None: for messages about a
+    layer of a net that has already been parsed (protobuf keeps no positions)."""
+    try:
+        lines = read_text(path, "prototxt").splitlines()
+    except (OSError, ValueError):
+        return None
+    pattern = re.compile(r'\bname\s*:\s*["\']' + re.escape(layer_name) + r'["\']')
+    return next((i + 1 for i, line in enumerate(lines) if pattern.search(line)), None)
 
 
 def read_net(path):
