@@ -126,7 +126,7 @@ layer { name: "l2" type: "EuclideanLoss" bottom: "ip" bottom: "t" top: "l2" loss
 def test_unsupported_type_and_fields_name_the_layer(tmp_path):
     cases = [
         ('layer { name: "mystery" type: "MyCustomLayer" bottom: "data" top: "x" }',
-         r"net\.prototxt:2: layer 'mystery' has type 'MyCustomLayer', which is not a BVLC Caffe "
+         r"net\.prototxt:3: layer 'mystery' has type 'MyCustomLayer', which is not a BVLC Caffe "
          r"layer type; a Caffe build that has this layer runs the net with --engine caffe$"),
         ('layer { name: "stoch" type: "Pooling" bottom: "data" top: "x" pooling_param { pool: STOCHASTIC kernel_size: 2 } }', "stoch.*STOCHASTIC"),
         ('layer { name: "stray" type: "ReLU" bottom: "data" top: "x" convolution_param { num_output: 2 } }', "stray.*convolution_param"),
