@@ -553,6 +553,9 @@ class Net:
             raise RuntimeError(f"{layer.where}: backward before forward (or forward ran "
                                "without gradients)")
         bottoms, params, tops = saved
+        if layer.BACKWARD_READS_BLOBS:
+            bottoms = [self._blobs[n].read_data() for n in self._bottom_ids[i]]
+            tops = [self._blobs[n].read_data() for n in self._top_ids[i]]
         top_diffs = [self._blobs[n].read_diff() for n in self._top_ids[i]]
         need_bottom = list(self._bottom_need_backward[i])
         need_param = [n and layer.PARAM_GRADS for n in self._param_propagate_down[i]]

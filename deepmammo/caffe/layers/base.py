@@ -52,6 +52,10 @@ class Layer:
     PARAM_GRADS = True
     # False for layers whose `backward` needs no autograd graph (forward then runs without one).
     AUTOGRAD = True
+    # True for layers whose backward reads its bottom and top data as the blobs hold them when
+    # backward runs, as Caffe's does: an in-place layer's bottom then holds its top, and a later
+    # in-place layer may have overwritten either. The Net passes those instead of the forward's.
+    BACKWARD_READS_BLOBS = False
 
     def __init__(self, param, phase, device, where):
         self.layer_param = param

@@ -8,7 +8,8 @@ phase == TEST. Its blobs are statistics: lr_mult 0, and backward leaves their di
 """
 import torch
 
-from deepmammo.caffe.layers.base import Layer, canonical_axis, default_filler, register
+from deepmammo.caffe.layers.base import Layer, count, default_filler, register
+from deepmammo.caffe.layers.bias import broadcast_axis, broadcast_view, param_shape_from
 from deepmammo.caffe.netstate import NetError
 from deepmammo.caffe.proto import caffe_pb2 as pb
 
@@ -78,64 +79,77 @@ class BatchNorm(Layer):
 
 @register
 class Scale(Layer):
-    """y = x * gamma (+ beta), gamma shaped like bottom[0].shape[axis:axis+num_axes], or taken
-    from a second bottom. gamma's filler defaults to constant 1, beta's to constant 0."""
+    """y = x * gamma (+ beta), gamma shaped like bottom[0].shape[axis:axis+num_axes] (num_axes
+    -1: to the end; 0: a scalar), or taken from a second bottom (which then gets its diff).
+    gamma's filler defaults to constant 1, beta's (bias_term) to constant 0; with a second
+    bottom beta is shaped like it.
+
+    Caffe writes a learnable gamma's diff instead of adding to it when gamma starts at axis 0
+    of the bottom and has more than one value (or matches the bottom element for element):
+    the gradient is then assigned, as there (it shows only when diffs accumulate, iter_size).
+    """
     TYPE = "Scale"
     FIELDS = {"scale_param": {"axis", "num_axes", "filler", "bias_term", "bias_filler"}}
     MIN_BOTTOMS = 1
     MAX_BOTTOMS = 2
     EXACT_TOPS = 1
 
-    def _scale_shape(self, shape):
-        p = self.layer_param.scale_param
-        if len(self.layer_param.bottom) == 2:
-            return None
-        axis = canonical_axis(p.axis, len(shape), self.where)
-        if p.num_axes < -1:
-            raise self.error("num_axes must be -1 or non-negative")
-        end = len(shape) if p.num_axes == -1 else axis + p.num_axes
-        if end > len(shape):
-            raise self.error(f"axis {axis} + num_axes {p.num_axes} exceeds bottom {shape}")
-        return tuple(shape[axis:end])
-
     def setup(self, bottom_shapes):
         p = self.layer_param.scale_param
-        shape = self._scale_shape(bottom_shapes[0])
+        shape = bottom_shapes[0]
         self.blobs = []
-        if shape is not None:
+        if len(bottom_shapes) == 1:
+            sshape = param_shape_from(self, shape, p.axis, p.num_axes, "scale")
             f = p.filler if p.HasField("filler") else default_filler("constant", 1.0)
-            self.blobs.append(self.make_blob(shape, f, 0))
+            self.blobs.append(self.make_blob(sshape, f, 0))
         if p.bias_term:
-            bshape = shape if shape is not None else tuple(bottom_shapes[1])
-            f = p.bias_filler if p.HasField("bias_filler") else default_filler()
-            self.blobs.append(self.make_blob(bshape, f, len(self.blobs)))
+            # Caffe's inner Bias layer: same axis, as many axes as gamma has.
+            num_axes = len(bottom_shapes[1]) if len(bottom_shapes) == 2 else p.num_axes
+            bshape = param_shape_from(self, shape, p.axis, num_axes, "bias")
+            self.blobs.append(self.make_blob(bshape, p.bias_filler, len(self.blobs)))
 
-    def _axis(self, shape):
-        return canonical_axis(self.layer_param.scale_param.axis, len(shape), self.where)
+    def _gamma_shape(self, bottom_shapes):
+        return tuple(bottom_shapes[1]) if len(bottom_shapes) == 2 else self.blobs[0].shape
 
     def reshape(self, bottom_shapes):
         shape = bottom_shapes[0]
-        axis = self._axis(shape)
-        sshape = (tuple(bottom_shapes[1]) if len(bottom_shapes) == 2
-                  else self.blobs[0].shape)
-        if tuple(shape[axis:axis + len(sshape)]) != tuple(sshape):
-            raise self.error(f"scale shape {sshape} does not match bottom {shape} at axis {axis}")
+        axis = self.layer_param.scale_param.axis
+        broadcast_axis(self, axis, shape, self._gamma_shape(bottom_shapes), "scale")
+        if self.layer_param.scale_param.bias_term:
+            broadcast_axis(self, axis, shape, self.blobs[-1].shape, "bias")
         return [shape]
+
+    def _split(self, bottoms, params):
+        if len(bottoms) == 2:
+            return bottoms[1], (params[0] if params else None)
+        return params[0], (params[1] if len(params) > 1 else None)
 
     def forward(self, bottoms, params):
         x = bottoms[0]
-        axis = self._axis(tuple(x.shape))
-        if len(bottoms) == 2:
-            gamma = bottoms[1]
-            beta = params[0] if params else None
-        else:
-            gamma = params[0]
-            beta = params[1] if len(params) > 1 else None
-        view = (1,) * axis + tuple(gamma.shape) + (1,) * (x.dim() - axis - gamma.dim())
-        y = x * gamma.reshape(view)
+        gamma, beta = self._split(bottoms, params)
+        axis = self.layer_param.scale_param.axis
+        y = x * broadcast_view(gamma, broadcast_axis(self, axis, tuple(x.shape),
+                                                     tuple(gamma.shape), "scale"), x.dim())
         if beta is not None:
-            y = y + beta.reshape(view)
+            y = y + broadcast_view(beta, broadcast_axis(self, axis, tuple(x.shape),
+                                                        tuple(beta.shape), "bias"), x.dim())
         return [y]
+
+    def _assigns_gamma_diff(self, shape):
+        gshape = self.blobs[0].shape
+        axis = broadcast_axis(self, self.layer_param.scale_param.axis, shape, gshape, "scale")
+        outer, inner = count(shape, 0, axis), count(shape, axis + len(gshape))
+        return outer == 1 and (count(gshape) > 1 or inner == 1)
+
+    def backward(self, tops, top_diffs, bottoms, params, need_bottom, need_param):
+        bottom_grads, param_grads = super().backward(tops, top_diffs, bottoms, params,
+                                                     need_bottom, need_param)
+        if (len(bottoms) == 1 and param_grads[0] is not None
+                and self._assigns_gamma_diff(tuple(bottoms[0].shape))):
+            with torch.no_grad():
+                self.blobs[0].tdiff.copy_(param_grads[0].reshape(self.blobs[0].shape))
+            param_grads[0] = None
+        return bottom_grads, param_grads
 
 
 __all__ = ["BatchNorm", "Scale", "NetError"]
