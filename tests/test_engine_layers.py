@@ -177,12 +177,21 @@ def test_inner_product(real_caffe, variant):
     _check(real_caffe, _net(body, (2, 3, 4, 5)))
 
 
-@pytest.mark.parametrize("slope", [0.0, 0.1])
+@pytest.mark.parametrize("slope", [0.0, 0.1, -0.5, 2.0])
 @pytest.mark.parametrize("in_place", [True, False])
 def test_relu(real_caffe, slope, in_place):
     top = "c" if in_place else "r"
     body = ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 3 kernel_size: 3 } }\n'
             f'layer {{ name: "r" type: "ReLU" bottom: "c" top: "{top}" relu_param {{ negative_slope: {slope} }} }}')
+    _check(real_caffe, _net(body))
+
+
+@pytest.mark.parametrize("slope", [0.0, -0.5])
+def test_relu_in_place_then_sign_change_in_place(real_caffe, slope):
+    # Caffe's ReLU backward reads the blob after the in-place Power shifted it.
+    body = ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 3 kernel_size: 3 } }\n'
+            f'layer {{ name: "r" type: "ReLU" bottom: "c" top: "c" relu_param {{ negative_slope: {slope} }} }}\n'
+            'layer { name: "p" type: "Power" bottom: "c" top: "c" power_param { shift: -0.3 } }')
     _check(real_caffe, _net(body))
 
 

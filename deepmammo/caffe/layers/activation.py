@@ -9,39 +9,20 @@ from deepmammo.caffe.layers.base import Layer, register
 from deepmammo.caffe.proto import caffe_pb2 as pb
 
 
-class _OverwritingReLU(torch.autograd.Function):
-    """ReLU that overwrites its input, as Caffe's in-place ReLU does (no new blob-sized
-    tensor per layer). Backward masks the incoming diff by the output, which for slope >= 0
-    marks the same elements as the input would (Caffe reads the overwritten blob too)."""
-
-    @staticmethod
-    def forward(ctx, x, slope):
-        y = x.detach()
-        if slope == 0:
-            y.clamp_min_(0)
-        else:
-            y.copy_(torch.where(y > 0, y, y * slope))
-        ctx.save_for_backward(y)
-        ctx.slope = slope
-        return y.view_as(y)
-
-    @staticmethod
-    def backward(ctx, dy):
-        (y,) = ctx.saved_tensors
-        if ctx.slope == 0:
-            # the fused kernel: 8x faster than masked_fill_ with a boolean mask
-            return torch.ops.aten.threshold_backward(dy, y, 0.0), None
-        return dy.mul_(torch.where(y > 0, 1.0, ctx.slope)), None
-
-
 @register
 class ReLU(Layer):
+    """Caffe's backward reads the bottom blob as it is when backward runs: in place, that is
+    the top (and whatever later in-place layers wrote over it), so a negative slope or a later
+    sign change gives Caffe's numbers only this way."""
     TYPE = "ReLU"
     FIELDS = {"relu_param": {"negative_slope"}}
     EXACT_BOTTOMS = 1
     EXACT_TOPS = 1
+    AUTOGRAD = False
+    BACKWARD_READS_BLOBS = True
     # Set by the Net for an in-place ReLU whose bottom tensor no other layer's backward reads
-    # (it comes straight from a Convolution or InnerProduct): then it overwrites it.
+    # (it comes straight from a Convolution or InnerProduct): then it overwrites it, as Caffe
+    # does, and no new blob-sized tensor is made per layer.
     overwrite_bottom = False
 
     def reshape(self, bottom_shapes):
@@ -50,12 +31,26 @@ class ReLU(Layer):
     def forward(self, bottoms, params):
         slope = self.layer_param.relu_param.negative_slope
         x = bottoms[0]
-        if self.overwrite_bottom and slope >= 0:
-            return [_OverwritingReLU.apply(x, slope)]
+        if self.overwrite_bottom:
+            y = x.detach()
+            if slope == 0:
+                return [y.clamp_min_(0)]
+            return [y.copy_(torch.where(y > 0, y, y * slope))]
         if slope == 0:
             return [F.relu(x)]
         # Caffe: x > 0 ? x : slope * x (also for slopes outside (0, 1)).
         return [torch.where(x > 0, x, x * slope)]
+
+    def backward(self, tops, top_diffs, bottoms, params, need_bottom, need_param):
+        if not need_bottom[0]:
+            return [None], []
+        slope = self.layer_param.relu_param.negative_slope
+        x, dy = bottoms[0], top_diffs[0]
+        with torch.no_grad():
+            if slope == 0:
+                # the fused kernel: 8x faster than masked_fill_ with a boolean mask
+                return [torch.ops.aten.threshold_backward(dy, x, 0.0)], []
+            return [dy * torch.where(x > 0, 1.0, slope).to(dy.dtype)], []
 
 
 @register
