@@ -125,8 +125,8 @@ layer { name: "l2" type: "EuclideanLoss" bottom: "ip" bottom: "t" top: "l2" loss
 
 def test_unsupported_type_and_fields_name_the_layer(tmp_path):
     cases = [
-        ('layer { name: "mystery" type: "Deconvolution" bottom: "data" top: "x" }', "mystery.*Deconvolution"),
-        ('layer { name: "stoch" type: "Pooling" bottom: "data" top: "x" pooling_param { pool: STOCHASTIC kernel_size: 2 } }', "stoch.*STOCHASTIC"),
+        ('layer { name: "mystery" type: "NoSuchLayer" bottom: "data" top: "x" }', "mystery.*NoSuchLayer"),
+        ('layer { name: "stoch" type: "Pooling" bottom: "data" top: "x" pooling_param { pool: STOCHASTIC kernel_size: 2 pad: 1 } }', "stoch.*padding"),
         ('layer { name: "stray" type: "ReLU" bottom: "data" top: "x" convolution_param { num_output: 2 } }', "stray.*convolution_param"),
         ('layer { name: "even" type: "LRN" bottom: "data" top: "x" lrn_param { local_size: 4 } }', "even.*odd"),
         ('layer { name: "padbig" type: "Pooling" bottom: "data" top: "x" pooling_param { kernel_size: 2 pad: 2 } }', "padbig.*pad"),
