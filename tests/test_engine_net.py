@@ -128,7 +128,7 @@ def test_unsupported_type_and_fields_name_the_layer(tmp_path):
         ('layer { name: "mystery" type: "MyCustomLayer" bottom: "data" top: "x" }',
          r"net\.prototxt:3: layer 'mystery' has type 'MyCustomLayer', which is not a BVLC Caffe "
          r"layer type; a Caffe build that has this layer runs the net with --engine caffe$"),
-        ('layer { name: "stoch" type: "Pooling" bottom: "data" top: "x" pooling_param { pool: STOCHASTIC kernel_size: 2 } }', "stoch.*STOCHASTIC"),
+        ('layer { name: "stoch" type: "Pooling" bottom: "data" top: "x" pooling_param { pool: STOCHASTIC kernel_size: 2 pad: 1 } }', "stoch.*padding"),
         ('layer { name: "stray" type: "ReLU" bottom: "data" top: "x" convolution_param { num_output: 2 } }', "stray.*convolution_param"),
         ('layer { name: "even" type: "LRN" bottom: "data" top: "x" lrn_param { local_size: 4 } }', "even.*odd"),
         ('layer { name: "padbig" type: "Pooling" bottom: "data" top: "x" pooling_param { kernel_size: 2 pad: 2 } }', "padbig.*pad"),

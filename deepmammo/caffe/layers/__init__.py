@@ -4,7 +4,9 @@ from deepmammo.caffe.layers import (  # noqa: F401
                                     bias,
                                     conv,
                                     data,
+                                    deconv,
                                     embed,
+                                    im2col,
                                     inner_product,
                                     loss,
                                     lrn,
@@ -13,6 +15,9 @@ from deepmammo.caffe.layers import (  # noqa: F401
                                     norm,
                                     pooling,
                                     recurrent,
+                                    reduction,
+                                    shape,
+                                    spp,
                                     structure,
 )
 from deepmammo.caffe.layers.base import REGISTRY, Layer  # noqa: F401

@@ -95,6 +95,15 @@ class Layer:
                 raise self.error(f"needs {lo}..{hi if hi is not None else 'any'} {what} "
                                  f"blob(s), has {n}")
 
+    def in_place(self):
+        """Whether a top is its bottom at the same index (Caffe's in-place computation)."""
+        lp = self.layer_param
+        return any(j < len(lp.bottom) and name == lp.bottom[j] for j, name in enumerate(lp.top))
+
+    def refuse_in_place(self, why="this layer type does not allow in-place computation"):
+        if self.in_place():
+            raise self.error(f"top and bottom are the same blob: {why}")
+
     def setup(self, bottom_shapes):
         """Create parameter blobs (first reshape only). Default: none."""
 

@@ -5,7 +5,15 @@ padded. WITHIN_CHANNEL: y = x * (1 + alpha/n^2 * sum of x^2 over an n x n window
 window average-pooled with pad (n-1)/2 (Caffe builds it from Power and Pooling layers; k is not
 used). ACROSS_CHANNELS has its own forward and backward (shifted adds over channels, and
 Caffe's gradient formula); WITHIN_CHANNEL is an average pool, differentiated by autograd.
+
+In place (top is bottom): Caffe's CPU ACROSS_CHANNELS writes scale^-beta over the input and
+then multiplies by it, giving scale^(-2 beta), and its backward overwrites the top diff before
+reading it; its GPU kernel gives the LRN. With no one answer, in-place ACROSS_CHANNELS is
+refused. WITHIN_CHANNEL in place is the LRN forward on both, and its backward is Caffe's: its
+inner Eltwise and Power layers read the shared, overwritten blob, so the output y stands where
+the input x belongs: dx = dy * p + 2y * avgpool(dy * y * dp/dpool), p the power term.
 """
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,6 +68,11 @@ class LRN(Layer):
         if self.size % 2 == 0 or self.size <= 0:
             raise self.error(f"local_size must be odd and positive, got {self.size}")
         self.across = p.norm_region == pb.LRNParameter.ACROSS_CHANNELS
+        if self.across:
+            self.refuse_in_place("Caffe's in-place ACROSS_CHANNELS LRN gives scale^(-2 beta) "
+                                 "on the CPU (and a backward that ignores the top diff) but "
+                                 "the LRN on the GPU; give the top its own name")
+        self.overwrites_input = self.in_place()
 
     def reshape(self, bottom_shapes):
         if len(bottom_shapes[0]) != 4:
@@ -76,3 +89,19 @@ class LRN(Layer):
             mean = F.avg_pool2d(x * x, self.size, 1, half, count_include_pad=True)
             scale = mean * self.alpha + 1.0
         return [x * scale.pow(-self.beta)]
+
+    def backward(self, tops, top_diffs, bottoms, params, need_bottom, need_param):
+        if not self.overwrites_input or not need_bottom[0]:
+            return super().backward(tops, top_diffs, bottoms, params, need_bottom, need_param)
+        with torch.no_grad():
+            x, y, dy = bottoms[0], tops[0], top_diffs[0]
+            half = (self.size - 1) // 2
+            pooled = F.avg_pool2d(x * x, self.size, 1, half, count_include_pad=True)
+            base = pooled * self.alpha + 1.0
+            power = base.pow(-self.beta)
+            # Power layer's backward: diff_scale * p / (1 + alpha * pooled), diff_scale in float.
+            diff_scale = float(np.float32(-self.beta) * np.float32(self.alpha))
+            dpooled = (dy * y) * (power / base * diff_scale)
+            # Average pooling with stride 1 and a centred odd window is its own adjoint.
+            dsquare = F.avg_pool2d(dpooled, self.size, 1, half, count_include_pad=True)
+            return [dy * power + (2 * y) * dsquare], []

@@ -5,12 +5,25 @@ pad > 0 a last window starting at or beyond H + p is dropped. MAX ignores paddin
 maximum wins); AVE divides by the window clipped to H + p. PyTorch's ceil_mode pooling agrees
 whenever pad <= k/2 and its output size equals Caffe's; otherwise (pad > k/2, or pad 0 with
 stride > kernel, where PyTorch drops a window Caffe keeps) a direct unfold implementation runs.
+
+STOCHASTIC: BVLC Caffe has it on the GPU only (its CPU Forward aborts, NOT_IMPLEMENTED); the
+engine runs the GPU kernels' rules with the CPU random stream. Windows start at multiples of
+the stride, unpadded (Caffe refuses pad > 0 for it) and clipped to the image. TRAIN: one
+uniform draw u per output (caffe_rng_uniform from the thread's stream, in top order); the
+output is the first element of the window, in row-major order, whose running float sum
+reaches u * (window sum); its gradient goes to that element. TEST: sum(x^2) / sum(x), or 0
+where the sum is not positive; there is no TEST backward (Caffe's GPU kernel would route it
+through a stale draw), so one is refused. The draws assume non-negative inputs (after a ReLU):
+where the running sum never reaches the threshold (negative inputs) Caffe leaves the output
+unwritten, here the window's first element is taken; a window wholly outside the image
+(stride > kernel) gives 0 and no gradient (Caffe: an unwritten output).
 """
 import math
 
 import torch
 import torch.nn.functional as F
 
+from deepmammo.caffe import rng
 from deepmammo.caffe.layers.base import Layer, register
 from deepmammo.caffe.proto import caffe_pb2 as pb
 
@@ -79,8 +92,6 @@ class Pooling(Layer):
         super().__init__(*args)
         p = self.layer_param.pooling_param
         self.method = p.pool
-        if self.method == pb.PoolingParameter.STOCHASTIC:
-            raise self.error("STOCHASTIC pooling is not supported")
         if len(self.layer_param.top) == 2 and self.method != pb.PoolingParameter.MAX:
             raise self.error("a second (mask) top needs MAX pooling")
         self.global_pooling = p.global_pooling
@@ -101,6 +112,8 @@ class Pooling(Layer):
         self.ceil = p.round_mode == pb.PoolingParameter.CEIL
         if self.global_pooling and (self.pad != (0, 0) or self.stride != (1, 1)):
             raise self.error("with global_pooling only pad 0 and stride 1")
+        if self.method == pb.PoolingParameter.STOCHASTIC and self.pad != (0, 0):
+            raise self.error("padding implemented only for average and max pooling")
 
     def _geometry(self, shape):
         if len(shape) != 4:
@@ -136,6 +149,8 @@ class Pooling(Layer):
     def forward(self, bottoms, params):
         x = bottoms[0]
         kernel, out = self._geometry(tuple(x.shape))
+        if self.method == pb.PoolingParameter.STOCHASTIC:
+            return [self._stochastic(x, kernel, out)]
         mode = self._fast(tuple(x.shape), kernel, out)
         want_mask = len(self.layer_param.top) == 2
         if mode is not None:
@@ -180,3 +195,48 @@ class Pooling(Layer):
         we = torch.clamp(ws + kw, max=w + pw)
         size = ((he - hs)[:, None] * (we - ws)[None, :]).to(x.dtype)
         return [win.sum(dim=-1) / size]
+
+    def _stochastic(self, x, kernel, out):
+        """Caffe's GPU stochastic pooling: unpadded windows, running float sums in row-major
+        order (a loop over the few window positions, each step over all windows at once)."""
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (oh, ow) = kernel, self.stride, out
+        right_h = max(0, (oh - 1) * sh + kh - h)
+        right_w = max(0, (ow - 1) * sw + kw - w)
+        xp = F.pad(x, (0, right_w, 0, right_h))
+        win = xp.unfold(2, kh, sh).unfold(3, kw, sw)[:, :, :oh, :ow].reshape(
+            n, c, oh, ow, kh * kw)
+        empty = ((torch.arange(oh, device=x.device) * sh >= h)[:, None]
+                 | (torch.arange(ow, device=x.device) * sw >= w)[None, :])
+        if self.phase == pb.TEST:
+            total = torch.zeros((n, c, oh, ow), dtype=x.dtype, device=x.device)
+            squares = torch.zeros_like(total)
+            for k in range(kh * kw):
+                v = win[..., k]
+                total = total + v
+                squares = squares + v * v
+            return torch.where(total > 0, squares / total, torch.zeros_like(total))
+        with torch.no_grad():
+            running, sums = torch.zeros((n, c, oh, ow), dtype=x.dtype, device=x.device), []
+            for k in range(kh * kw):
+                running = running + win[..., k]
+                sums.append(running)
+            draws = rng.stream().uniform(n * c * oh * ow, 0.0, 1.0)
+            u = torch.from_numpy(draws).to(x.device).view(n, c, oh, ow)
+            threshold = u * running
+            reached = torch.stack(sums, dim=-1) >= threshold[..., None]
+            # The first position that reaches it (0, the first element, when none does).
+            pick = reached.to(torch.uint8).argmax(dim=-1)
+            row = torch.arange(oh, device=x.device)[:, None] * sh + torch.div(
+                pick, kw, rounding_mode="floor")
+            col = torch.arange(ow, device=x.device)[None, :] * sw + pick % kw
+            where = torch.where(empty, torch.zeros_like(row), row * w + col)
+        y = x.reshape(n, c, h * w).gather(2, where.reshape(n, c, oh * ow)).view(n, c, oh, ow)
+        return torch.where(empty, torch.zeros_like(y), y)
+
+    def backward(self, tops, top_diffs, bottoms, params, need_bottom, need_param):
+        if (self.method == pb.PoolingParameter.STOCHASTIC and self.phase == pb.TEST
+                and need_bottom[0]):
+            raise self.error("STOCHASTIC pooling has no backward at TEST (Caffe's CPU code "
+                             "aborts, its GPU kernel reuses a stale TRAIN draw)")
+        return super().backward(tops, top_diffs, bottoms, params, need_bottom, need_param)

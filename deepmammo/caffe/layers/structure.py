@@ -1,5 +1,10 @@
 """Layers that route blobs: Concat, Eltwise (SUM with coeff, PROD, MAX), Flatten, Split,
-Silence."""
+Silence.
+
+In place (a top that is its bottom): Caffe refuses it for Flatten and Split; for Eltwise, and
+Concat of several bottoms, it runs but reads a bottom it has already zeroed, overwritten or
+resized (an in-place Eltwise SUM drops its first bottom), so the engine refuses those too.
+"""
 import torch
 
 from deepmammo.caffe.layers.base import Layer, canonical_axis, count, register
@@ -18,9 +23,13 @@ class Concat(Layer):
         p = self.layer_param.concat_param
         if p.HasField("axis") and p.HasField("concat_dim"):
             raise self.error("either axis or concat_dim should be specified; not both")
+        if len(self.layer_param.bottom) > 1:
+            self.refuse_in_place("Caffe would resize the first bottom before reading it")
         self.raw_axis = p.concat_dim if p.HasField("concat_dim") else p.axis
 
     def _axis(self, shape):
+        if self.layer_param.concat_param.HasField("concat_dim") and self.raw_axis >= len(shape):
+            raise self.error(f"concat_dim {self.raw_axis} out of range for {shape}")
         return canonical_axis(self.raw_axis, len(shape), self.where)
 
     def reshape(self, bottom_shapes):
@@ -54,7 +63,7 @@ class _UnstableProd(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         top, *xs = ctx.saved_tensors
-        return tuple(grad * top / x for x in xs)
+        return tuple(top / x * grad for x in xs)
 
 
 @register
@@ -69,12 +78,16 @@ class Eltwise(Layer):
         p = self.layer_param.eltwise_param
         self.op = p.operation
         self.coeff = list(p.coeff)
-        if self.coeff and self.op != pb.EltwiseParameter.SUM:
-            raise self.error("coeff is only for the SUM operation")
         if self.coeff and len(self.coeff) != len(self.layer_param.bottom):
             raise self.error(f"needs one coeff per bottom ({len(self.layer_param.bottom)}), "
                              f"has {len(self.coeff)}")
+        if self.coeff and self.op == pb.EltwiseParameter.PROD:
+            raise self.error("Eltwise layer only takes coefficients for summation")
+        # MAX with coeff: Caffe accepts and ignores them.
+        if self.op != pb.EltwiseParameter.SUM:
+            self.coeff = []
         self.stable = p.stable_prod_grad
+        self.refuse_in_place("Caffe would overwrite the first bottom before reading it")
 
     def reshape(self, bottom_shapes):
         for shape in bottom_shapes[1:]:
@@ -112,11 +125,18 @@ class Flatten(Layer):
     EXACT_BOTTOMS = 1
     EXACT_TOPS = 1
 
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.refuse_in_place()
+
     def reshape(self, bottom_shapes):
         shape = bottom_shapes[0]
         p = self.layer_param.flatten_param
         start = canonical_axis(p.axis, len(shape), self.where)
         end = canonical_axis(p.end_axis, len(shape), self.where)
+        # end_axis = axis - 1 is allowed (it inserts an axis of 1), as in Caffe.
+        if end + 1 < start:
+            raise self.error(f"end_axis {p.end_axis} is before axis {p.axis} for {shape}")
         return [tuple(shape[:start]) + (count(shape, start, end + 1),) + tuple(shape[end + 1:])]
 
     def forward(self, bottoms, params):
@@ -131,6 +151,10 @@ class Split(Layer):
     AUTOGRAD = False
     EXACT_BOTTOMS = 1
     MIN_TOPS = 1
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.refuse_in_place()
 
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]] * len(self.layer_param.top)
