@@ -64,8 +64,8 @@ def write_weights(path, layers, write_diff=False):
         data_group = f.create_group("data")
         diff_group = f.create_group("diff") if write_diff else None
         for name, blobs in layers:
-            layer_data = data_group.create_group(name)
-            layer_diff = diff_group.create_group(name) if write_diff else None
+            layer_data = data_group.require_group(name)
+            layer_diff = diff_group.require_group(name) if write_diff else None
             for k, (data, diff) in enumerate(blobs):
                 if data is not None:
                     layer_data.create_dataset(str(k), data=np.asarray(data, np.float32))
