@@ -191,7 +191,7 @@ class Net:
         param, self.source = _read_model(model, source)
         param.state.phase = phase
         param.state.level = level
-        param.state.stage.extend(stages)
+        param.state.stage.extend(stages or ())      # pycaffe passes None for none
         self.phase = phase
         self.device = torch.device(device) if device is not None else current_device()
         self.precision = mode.precision()
