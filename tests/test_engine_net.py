@@ -428,11 +428,11 @@ def test_io_transformer_and_resize_match_pycaffe(real_caffe):
         t.set_input_scale("data", 0.5)
         x = t.preprocess("data", img)
         outs.append((x, t.deprocess("data", x)))
-    np.testing.assert_allclose(outs[0][0], outs[1][0], atol=0.5)     # resize: ~1e-3 of 255
-    np.testing.assert_allclose(outs[0][1], outs[1][1], atol=2e-3)
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])     # more in test_pycaffe_io.py
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
     for dims in [(16, 13), (4, 5)]:
-        np.testing.assert_allclose(caffe.io.resize_image(img, dims),
-                                   real_caffe.io.resize_image(img, dims), atol=3e-3)
+        np.testing.assert_array_equal(caffe.io.resize_image(img, dims),
+                                      real_caffe.io.resize_image(img, dims))
 
 
 def test_errors_of_a_net_named_by_a_solver_name_the_net_file(tmp_path):

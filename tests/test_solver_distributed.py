@@ -1,5 +1,6 @@
 """Caffe's multi-GPU meaning on CPU: two gloo workers, each with its own batches and gradients
-averaged before the update, end where one worker with iter_size 2 ends."""
+averaged before the update, end where one worker with iter_size 2 ends; the log's first lines
+name the workers."""
 import os
 
 import numpy as np
@@ -20,8 +21,15 @@ def test_two_gloo_workers_equal_one_worker_with_iter_size_2(real_caffe, tmp_path
     two = write_solver(root, "two", SCHEDULE, net, weights=weights)
     one = write_solver(root, "one", SCHEDULE + " iter_size: 2", net, weights=weights)
     result = os.path.join(root, "two_workers.caffemodel")
+    log_path = os.path.join(root, "train.log")
 
-    distributed.spawn(2, {"solver": two, "steps": 6, "result": result}, backend="gloo")
+    distributed.spawn(2, {"solver": two, "steps": 6, "result": result, "log": log_path},
+                      backend="gloo")
+    with open(log_path) as f:
+        first = [line.split("] ", 1)[1] for line in f.read().splitlines()[:3]]
+    assert first[0] == "Using 2 workers, backend gloo"
+    for rank, line in enumerate(first[1:]):
+        assert line.startswith(f"Worker {rank}: CPU on host ")
 
     with get_solver(one) as solver:
         solver.step(6)

@@ -30,7 +30,18 @@ _LAZY = {
     "set_solver_rank": "deepmammo.caffe.distributed",
     "solver_count": "deepmammo.caffe.distributed",
     "solver_rank": "deepmammo.caffe.distributed",
+    "set_multiprocess": "deepmammo.caffe.distributed",
+    "has_nccl": "deepmammo.caffe.distributed",
+    "NCCL": "deepmammo.caffe.distributed",
+    "Timer": "deepmammo.caffe.timer",
+    "init_log": "deepmammo.caffe.glog",
+    "log": "deepmammo.caffe.glog",
+    "Classifier": "deepmammo.caffe.classifier",
+    "Detector": "deepmammo.caffe.detector",
 }
+# The BVLC Caffe version whose behaviour the engine follows (pycaffe's caffe.__version__).
+__version__ = "1.0.0"
+
 # pycaffe's submodules: caffe.io, caffe.proto.
 _SUBMODULES = ("io", "proto")
 

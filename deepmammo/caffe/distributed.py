@@ -11,7 +11,12 @@ batch B and iter_size = workers (the tested equivalence).
 
 Workers are processes joined by torch.distributed: NCCL on GPUs, gloo on CPU. `--gpu all` spawns
 one per visible GPU on this machine; under `torchrun` (RANK/WORLD_SIZE in the environment) the
-processes already exist, possibly on several nodes, and join with env://.
+processes already exist, possibly on several nodes, and join with env://. The first lines of
+rank 0's log name the workers, their backend, devices and hosts (Caffe's "Using GPUs 0, 1").
+
+pycaffe's multi-process names are here too: `has_nccl()` (True where torch.distributed is
+available: this engine's multi-worker training needs no NCCL build), `NCCL(solver, uid)` with
+`new_uid()` and `bcast()`, `set_multiprocess`, `solver_count` / `solver_rank`.
 """
 import os
 import socket
@@ -22,7 +27,7 @@ import torch.distributed as dist
 
 # pycaffe's Caffe::solver_count / solver_rank: how many workers train together and which one this
 # process is. The Data layer reads them to keep its share of the records at TRAIN.
-_workers = {"count": 1, "rank": 0}
+_workers = {"count": 1, "rank": 0, "multiprocess": False}
 
 
 def solver_count():
@@ -41,6 +46,23 @@ def set_solver_count(count):
 
 def set_solver_rank(rank):
     _workers["rank"] = int(rank)
+
+
+def set_multiprocess(value):
+    """pycaffe's set_multiprocess: the workers are processes (pycaffe's multi-GPU scripts set
+    it in each); kept for multiprocess(), as each worker here is a process anyway."""
+    _workers["multiprocess"] = bool(value)
+
+
+def multiprocess():
+    return _workers["multiprocess"]
+
+
+def has_nccl():
+    """pycaffe's has_nccl: whether multi-worker training is available. Caffe answers whether
+    it was built with NCCL; here workers join through torch.distributed (NCCL on GPUs, gloo
+    on CPUs), so the answer is whether torch.distributed is available."""
+    return dist.is_available()
 
 
 def shard(records, count, rank):
@@ -83,6 +105,104 @@ class GradientAllReduce:
             dist.broadcast(data, src=0)
         for h in self.solver.history:
             dist.broadcast(h, src=0)
+
+
+class NCCL:
+    """pycaffe's caffe.NCCL: joins this process to the other workers' group and averages the
+    gradients of `solver`'s train net over them.
+
+        uid = caffe.NCCL.new_uid()                # once, in the parent process
+        # in each worker process: set_solver_count(n), set_solver_rank(r), then
+        nccl = caffe.NCCL(solver, uid)
+        nccl.bcast()                              # rank 0's weights to every worker
+        solver.add_callback(nccl)                 # averages the gradients before each update
+        if solver.param.layer_wise_reduce:
+            solver.net.after_backward(nccl)       # ... layer by layer during backward
+        solver.step(solver.param.max_iter)
+
+    The group is torch.distributed's (NCCL for a net on a GPU, gloo on the CPU), of
+    solver_count() workers, this one solver_rank(). Unlike Caffe, when layer-wise reduce is
+    on but the net was not given the NCCL object, on_gradients_ready averages the whole
+    gradient instead of leaving the workers' gradients apart.
+    """
+
+    def __init__(self, solver, uid):
+        self.solver = solver
+        if not dist.is_initialized():
+            if isinstance(uid, bytes):
+                uid = uid.decode()
+            backend = "nccl" if solver.net.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, init_method=uid, rank=solver_rank(),
+                                    world_size=solver_count())
+        self.world_size = dist.get_world_size()
+        self._all = GradientAllReduce(solver)
+        self._by_layer = None
+        self._reduced_layerwise = False
+
+    @staticmethod
+    def new_uid():
+        """An id the workers of one group share (bytes, as pycaffe's): here the rendezvous
+        address of a free local port, so the workers must run on this machine."""
+        return f"tcp://127.0.0.1:{free_port()}".encode()
+
+    def bcast(self):
+        """Give every worker rank 0's weights (Caffe's NCCL::Broadcast)."""
+        for blob in self.solver.net.learnable_params:
+            dist.broadcast(blob.tdata, src=0)
+
+    def on_start(self):
+        self._reduced_layerwise = False
+
+    def on_gradients_ready(self):
+        if not self._reduced_layerwise:
+            self._all.on_gradients_ready()
+        self._reduced_layerwise = False
+
+    def run(self, layer):
+        """After layer `layer`'s backward: average the gradients of the learnable blobs no
+        lower layer adds to (a shared blob is averaged once its last user is done)."""
+        if not self.solver.param.layer_wise_reduce:
+            return
+        if self._by_layer is None:
+            self._by_layer = _blobs_by_last_user(self.solver.net)
+        scale = float(np.float32(1) / np.float32(self.world_size))
+        for blob in self._by_layer.get(layer, ()):
+            diff = blob.tdiff
+            dist.all_reduce(diff, op=dist.ReduceOp.SUM)
+            diff.mul_(scale)
+        self._reduced_layerwise = True
+
+    def close(self):
+        """Leave the group (not in pycaffe: there it ends with the process)."""
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _blobs_by_last_user(net):
+    """{layer index: learnable blobs whose lowest-indexed user (the last one backward reaches)
+    is that layer}."""
+    learnable = {id(b) for b in net.learnable_params}
+    first_user = {}
+    for i, layer in enumerate(net.layers):
+        for blob in layer.blobs:
+            if id(blob) in learnable and id(blob) not in first_user:
+                first_user[id(blob)] = (i, blob)
+    out = {}
+    for i, blob in first_user.values():
+        out.setdefault(i, []).append(blob)
+    return out
+
+
+def describe_workers(world_size, backend, device):
+    """Log lines naming every worker (rank, device, host, process): collective, every worker
+    calls it; the lines are returned on every rank."""
+    mine = (socket.gethostname(), os.getpid(), device)
+    everyone = [None] * world_size
+    dist.all_gather_object(everyone, mine)
+    lines = [f"Using {world_size} workers, backend {backend}"]
+    for r, (host, pid, dev) in enumerate(everyone):
+        lines.append(f"Worker {r}: {dev} on host {host} (pid {pid})")
+    return lines
 
 
 def environment_rank():
@@ -128,6 +248,14 @@ def run_worker(rank, world_size, job, init_method=None, backend=None):
         if gpus:
             _use_gpu(gpus[rank % len(gpus)])
         log = TrainLog(job.get("log") if rank == 0 else None, echo=rank == 0)
+        if gpus:
+            index = gpus[rank % len(gpus)]
+            device = f"GPU {index} ({torch.cuda.get_device_name(index)})"
+        else:
+            device = "CPU"
+        for line in describe_workers(world_size, backend, device):
+            if rank == 0:
+                log.info(line)
         solver = get_solver(job["solver"], rank=rank, world_size=world_size, log=log,
                             weights=job.get("weights"))
         if job.get("snapshot"):

@@ -4,12 +4,18 @@ Construction follows Caffe's Net::Init: include/exclude filtering by NetState, S
 where a top has several readers, in-place tops, parameter sharing by ParamSpec name, loss
 weights, and Caffe's rules for which layers and blobs need backward (force_backward too).
 
-pycaffe interface: `Net(model, phase, weights=..., level=0, stages=())` or
-`Net(model, weights, phase)`; `blobs`, `params`, `layers`, `layer_dict`, `_layer_names`,
-`_blob_names`, `inputs`, `outputs` (sorted by name, as Caffe's set of available blobs),
-`top_names`, `bottom_names`, `blob_loss_weights`, `forward(blobs=None, start=None, end=None,
-**inputs)`, `backward(diffs=None, start=None, end=None, **top_diffs)`, `forward_all`,
-`reshape()`, `copy_from(path)`, `save(path)`.
+pycaffe interface (_caffe.cpp and pycaffe.py): `Net(model, phase, weights=..., level=0,
+stages=())` or `Net(model, weights, phase)`; `blobs`, `params`, `layers` (each with `type`,
+`blobs`), `layer_dict`, `inputs`, `outputs` (sorted by name, as Caffe's set of available
+blobs), `top_names`, `bottom_names`, `blob_loss_weights`, `forward(blobs=None, start=None,
+end=None, **inputs)`, `backward(diffs=None, start=None, end=None, **top_diffs)`, `forward_all`,
+`forward_backward_all`, `reshape()`, `clear_param_diffs()`, `copy_from(path)` (caffemodel or
+HDF5), `save(path)`, `save_hdf5(path)`, `load_hdf5(path)`, `share_with(net)`,
+`set_input_arrays(data, labels)` (a MemoryData first layer), `before_forward(fn)`,
+`after_forward(fn)`, `before_backward(fn)`, `after_backward(fn)` (fn(layer index) around each
+layer), and the underscored `_forward(start, end)`, `_backward(start, end)`, `_blobs`,
+`_blob_names`, `_layer_names`, `_inputs`, `_outputs`, `_top_ids(i)`, `_bottom_ids(i)`,
+`_blob_loss_weights`, `_set_input_arrays`, `_batch`.
 
 Contract used by the solver (deepmammo.caffe.solver):
 - `net.learnable_params`: list of Blob, each once (a blob shared by ParamSpec name appears at
@@ -41,6 +47,7 @@ Where this differs from BVLC Caffe (on purpose):
   keeps freed memory (no page faults per layer), and OpenMP threads wait passively.
 """
 import collections
+import itertools
 import logging
 import os
 import sys
@@ -51,6 +58,7 @@ import torch
 from deepmammo.caffe import layers as _layers
 from deepmammo.caffe import mode
 from deepmammo.caffe.blob import Blob
+from deepmammo.caffe.formats import hdf5 as _hdf5
 from deepmammo.caffe.formats.blobproto import array_to_blob, blob_shape, blob_to_array, shapes_match
 from deepmammo.caffe.formats.caffemodel import read_caffemodel, write_caffemodel
 from deepmammo.caffe.mode import current_device
@@ -89,6 +97,22 @@ def _parse_args(args, kwargs):
     if phase not in (TRAIN, TEST):
         raise ValueError(f"Net: phase must be caffe.TRAIN (0) or caffe.TEST (1), not {phase!r}")
     return phase, weights
+
+
+def _check_input_array(arr, name, channels, height, width):
+    """pycaffe's checks of an array handed to a MemoryData layer."""
+    if not isinstance(arr, np.ndarray) or not arr.flags["C_CONTIGUOUS"]:
+        raise RuntimeError(f"{name} must be C contiguous")
+    if arr.ndim != 4:
+        raise RuntimeError(f"{name} must be 4-d")
+    if arr.dtype != np.float32:
+        raise RuntimeError(f"{name} must be float32")
+    if arr.shape[1] != channels:
+        raise RuntimeError(f"{name} has wrong number of channels")
+    if arr.shape[2] != height:
+        raise RuntimeError(f"{name} has wrong height")
+    if arr.shape[3] != width:
+        raise RuntimeError(f"{name} has wrong width")
 
 
 def _layer_loss(terms):
@@ -193,7 +217,7 @@ class Net:
         param, self.source = _read_model(model, source)
         param.state.phase = phase
         param.state.level = level
-        param.state.stage.extend(stages)
+        param.state.stage.extend(stages or ())      # pycaffe passes None for none
         self.phase = phase
         self.device = torch.device(device) if device is not None else current_device()
         self.precision = mode.precision()
@@ -206,6 +230,8 @@ class Net:
         self.name = param.name
         self.force_backward = param.force_backward
         self.layers = []
+        self._callbacks = {"before_forward": [], "after_forward": [],
+                           "before_backward": [], "after_backward": []}
         try:
             self._build(param)
             self.last_loss = 0.0
@@ -223,9 +249,9 @@ class Net:
     def _build(self, param):
         filtered = filter_net(param, param.state, self.source)
         self.net_param = insert_splits(filtered, self.source)
-        self._blobs = collections.OrderedDict()
+        self._blob_map = collections.OrderedDict()
         self.layers, self._layer_names = [], []
-        self._bottom_ids, self._top_ids = [], []       # per layer: blob names
+        self._layer_bottoms, self._layer_tops = [], []       # per layer: blob names
         self._bottom_need_backward, self._layer_need_backward = [], []
         self._param_propagate_down, self._loss_weights = [], []
         self.learnable_params, self._param_owner = [], {}
@@ -234,7 +260,7 @@ class Net:
         available = set()
         writer = {}          # blob name -> type of the layer that last wrote it
         for lp in self.net_param.layer:
-            lp = _with_automatic_tops(lp, set(self._blobs))
+            lp = _with_automatic_tops(lp, set(self._blob_map))
             layer = self._create_layer(lp)
             if (lp.type == "ReLU" and len(lp.bottom) == 1 and list(lp.top) == list(lp.bottom)
                     and writer.get(lp.bottom[0]) in ("Convolution", "InnerProduct")):
@@ -263,17 +289,17 @@ class Net:
             for j, name in enumerate(lp.top):
                 in_place = j < len(lp.bottom) and lp.bottom[j] == name
                 if not in_place:
-                    if name in self._blobs:
+                    if name in self._blob_map:
                         raise layer.error(f"top blob {name!r} produced by multiple sources")
-                    self._blobs[name] = Blob((), self.device, name=name)
+                    self._blob_map[name] = Blob((), self.device, name=name)
                     blob_need_backward[name] = False
                     if lp.type == "Input":
                         self._input_names.append(name)
                 tops.append(name)
                 if not name.startswith(AUTOMATIC):
                     available.add(name)
-            self._bottom_ids.append(bottoms)
-            self._top_ids.append(tops)
+            self._layer_bottoms.append(bottoms)
+            self._layer_tops.append(tops)
             self._bottom_need_backward.append(bnb)
             self._setup_layer(i, layer)
             self._set_loss_weights(i, layer)
@@ -296,7 +322,7 @@ class Net:
         if self.force_backward:
             for i, layer in enumerate(self.layers):
                 self._layer_need_backward[i] = True
-                for j in range(len(self._bottom_ids[i])):
+                for j in range(len(self._layer_bottoms[i])):
                     self._bottom_need_backward[i][j] = (self._bottom_need_backward[i][j]
                                                         or layer.allow_force_backward(j))
                 self._param_propagate_down[i] = [True] * len(layer.blobs)
@@ -320,10 +346,10 @@ class Net:
                 f"--engine caffe")
 
     def _setup_layer(self, i, layer):
-        bottom_shapes = [self._blobs[n].shape for n in self._bottom_ids[i]]
+        bottom_shapes = [self._blob_map[n].shape for n in self._layer_bottoms[i]]
         if layer.type == "Input":
-            for name, shape in zip(self._top_ids[i], layer.initial_shapes()):
-                self._blobs[name].reshape(shape)
+            for name, shape in zip(self._layer_tops[i], layer.initial_shapes()):
+                self._blob_map[name].reshape(shape)
             return
         layer.setup(bottom_shapes)
         if len(layer.layer_param.blobs):
@@ -334,8 +360,8 @@ class Net:
         top_shapes = layer.reshape(bottom_shapes)
         if top_shapes is None:
             return
-        for name, shape in zip(self._top_ids[i], top_shapes):
-            blob = self._blobs[name]
+        for name, shape in zip(self._layer_tops[i], top_shapes):
+            blob = self._blob_map[name]
             if blob.shape != tuple(shape):
                 blob.reshape(shape)
                 self._refill_loss_weight(name)
@@ -347,12 +373,12 @@ class Net:
             raise layer.error(f"loss_weight must be unspecified or given once per top blob "
                               f"({len(lp.top)} tops, {len(weights)} loss_weight values)")
         self._loss_weights.append(weights or [0.0] * len(lp.top))
-        for name, w in zip(self._top_ids[i], self._loss_weights[i]):
+        for name, w in zip(self._layer_tops[i], self._loss_weights[i]):
             if w:
-                self._blobs[name].tdiff.fill_(w)
+                self._blob_map[name].tdiff.fill_(w)
 
     def _loss_weight_of(self, name):
-        for tops, weights in zip(self._top_ids, self._loss_weights):
+        for tops, weights in zip(self._layer_tops, self._loss_weights):
             for t, w in zip(tops, weights):
                 if t == name and w:
                     return w
@@ -361,7 +387,7 @@ class Net:
     def _refill_loss_weight(self, name):
         w = self._loss_weight_of(name)
         if w:
-            self._blobs[name].tdiff.fill_(w)
+            self._blob_map[name].tdiff.fill_(w)
 
     def _append_param(self, i, layer, k):
         lp = layer.layer_param
@@ -408,7 +434,7 @@ class Net:
         under_loss, skip = set(), set()
         for i in range(len(self.layers) - 1, -1, -1):
             contributes, skip_down = False, True
-            for j, name in enumerate(self._top_ids[i]):
+            for j, name in enumerate(self._layer_tops[i]):
                 if self._loss_weights[i][j] or name in under_loss:
                     contributes = True
                 if name not in skip:
@@ -417,10 +443,10 @@ class Net:
                     break
             if self._layer_need_backward[i] and skip_down:
                 self._layer_need_backward[i] = False
-                self._bottom_need_backward[i] = [False] * len(self._bottom_ids[i])
+                self._bottom_need_backward[i] = [False] * len(self._layer_bottoms[i])
             if not contributes:
                 self._layer_need_backward[i] = False
-            for j, name in enumerate(self._bottom_ids[i]):
+            for j, name in enumerate(self._layer_bottoms[i]):
                 if contributes:
                     under_loss.add(name)
                 else:
@@ -431,14 +457,20 @@ class Net:
     # ------------------------------------------------------------------ pycaffe views
     @property
     def blobs(self):
-        return self._blobs
+        """{blob name: Blob} in the order the net creates them (input to output)."""
+        return self._blob_map
+
+    @property
+    def _blobs(self):
+        return list(self._blob_map.values())
 
     @property
     def _blob_names(self):
-        return list(self._blobs)
+        return list(self._blob_map)
 
     @property
     def params(self):
+        """{layer name: its parameter Blobs}, for the layers that have any."""
         return collections.OrderedDict(
             (n, l.blobs) for n, l in zip(self._layer_names, self.layers) if l.blobs)
 
@@ -448,46 +480,66 @@ class Net:
 
     @property
     def inputs(self):
+        """The Input layers' tops."""
         return list(self._input_names)
 
     @property
     def outputs(self):
+        """The blobs no layer reads, sorted by name (Caffe keeps them in a std::set)."""
         return list(self._output_names)
 
     @property
     def _inputs(self):
-        names = list(self._blobs)
+        names = list(self._blob_map)
         return [names.index(n) for n in self._input_names]
 
     @property
     def _outputs(self):
-        names = list(self._blobs)
+        names = list(self._blob_map)
         return [names.index(n) for n in self._output_names]
+
+    def _top_ids(self, i):
+        """Blob indices of layer i's tops."""
+        names = list(self._blob_map)
+        return [names.index(n) for n in self._layer_tops[i]]
+
+    def _bottom_ids(self, i):
+        """Blob indices of layer i's bottoms."""
+        names = list(self._blob_map)
+        return [names.index(n) for n in self._layer_bottoms[i]]
 
     @property
     def top_names(self):
-        return collections.OrderedDict(zip(self._layer_names, (list(t) for t in self._top_ids)))
+        return collections.OrderedDict(zip(self._layer_names,
+                                           (list(t) for t in self._layer_tops)))
 
     @property
     def bottom_names(self):
         return collections.OrderedDict(zip(self._layer_names,
-                                           (list(b) for b in self._bottom_ids)))
+                                           (list(b) for b in self._layer_bottoms)))
+
+    @property
+    def _blob_loss_weights(self):
+        """Per blob (in blob order), the loss weight of the top that made it (0: none)."""
+        return [self._loss_weight_of(n) for n in self._blob_map]
 
     @property
     def blob_loss_weights(self):
-        return collections.OrderedDict((n, self._loss_weight_of(n)) for n in self._blobs)
+        return collections.OrderedDict(zip(self._blob_map, self._blob_loss_weights))
 
     def layer_need_backward(self, i):
         return self._layer_need_backward[i]
 
     # ------------------------------------------------------------------ running
     def _layer_index(self, name, default):
+        """The index of the layer called `name` (`default` for None); an unknown name is a
+        ValueError, as pycaffe's list.index gives."""
         if name is None:
             return default
         try:
             return self._layer_names.index(name)
         except ValueError:
-            raise KeyError(f"{self.source}: no layer named {name!r}") from None
+            raise ValueError(f"{self.source}: no layer named {name!r}") from None
 
     def forward_layer(self, i):
         """Run layer i forward (Caffe's Layer::Forward, reshaping first); returns its loss."""
@@ -497,8 +549,8 @@ class Net:
         """Layer i forward; returns its loss terms [(loss_weight, 0-d tensor)], left on the
         device (reading them back would wait for the device)."""
         layer = self.layers[i]
-        bottom_blobs = [self._blobs[n] for n in self._bottom_ids[i]]
-        top_blobs = [self._blobs[n] for n in self._top_ids[i]]
+        bottom_blobs = [self._blob_map[n] for n in self._layer_bottoms[i]]
+        top_blobs = [self._blob_map[n] for n in self._layer_tops[i]]
         self._reshape_tops(i, layer, [b.shape for b in bottom_blobs])
         grad = torch.is_grad_enabled() and self._layer_need_backward[i]
         bottoms = []
@@ -548,76 +600,110 @@ class Net:
         layer = self.layers[i]
         saved = self._saved[i]
         if saved is None:
-            if not self._bottom_ids[i]:
+            if not self._layer_bottoms[i]:
                 return
             raise RuntimeError(f"{layer.where}: backward before forward (or forward ran "
                                "without gradients)")
         bottoms, params, tops = saved
         if layer.BACKWARD_READS_BLOBS:
-            bottoms = [self._blobs[n].read_data() for n in self._bottom_ids[i]]
-            tops = [self._blobs[n].read_data() for n in self._top_ids[i]]
-        top_diffs = [self._blobs[n].read_diff() for n in self._top_ids[i]]
+            bottoms = [self._blob_map[n].read_data() for n in self._layer_bottoms[i]]
+            tops = [self._blob_map[n].read_data() for n in self._layer_tops[i]]
+        top_diffs = [self._blob_map[n].read_diff() for n in self._layer_tops[i]]
         need_bottom = list(self._bottom_need_backward[i])
         need_param = [n and layer.PARAM_GRADS for n in self._param_propagate_down[i]]
         bottom_grads, param_grads = layer.backward(tops, top_diffs, bottoms, params,
                                                    need_bottom, need_param)
         with torch.no_grad():
-            for name, g, need in zip(self._bottom_ids[i], bottom_grads, need_bottom):
+            for name, g, need in zip(self._layer_bottoms[i], bottom_grads, need_bottom):
                 if not need:
                     continue
-                blob = self._blobs[name]
+                blob = self._blob_map[name]
                 blob.tdiff = g if g is not None else torch.zeros(blob.shape, device=self.device)
             for blob, g in zip(layer.blobs, param_grads):
                 if g is not None:
                     blob.tdiff.add_(g.reshape(blob.shape))
 
-    def _forward(self, start, end):
+    def _forward_range(self, start, end):
+        """Layers start..end (inclusive) forward, with the before/after_forward callbacks;
+        returns the loss as a DeferredLoss."""
         loss = DeferredLoss()
+        before, after = self._callbacks["before_forward"], self._callbacks["after_forward"]
         for i in range(start, end + 1):
+            for run in before:
+                run(i)
             terms = self._run_layer(i)
             if terms:
                 loss.layers.append(terms)
+            for run in after:
+                run(i)
         return loss
 
-    def _backward(self, start, end):
+    def _backward_range(self, start, end):
+        """Layers start down to end (inclusive) backward, with the before/after_backward
+        callbacks (called for every layer, as Caffe's, also where backward is skipped)."""
+        before, after = self._callbacks["before_backward"], self._callbacks["after_backward"]
         for i in range(start, end - 1, -1):
+            for run in before:
+                run(i)
             self.backward_layer(i)
+            for run in after:
+                run(i)
+
+    def _forward(self, start, end):
+        """pycaffe's Net._forward (Caffe's ForwardFromTo): layers start..end by index;
+        returns their loss."""
+        return float(self._forward_range(start, end))
+
+    def _backward(self, start, end):
+        """pycaffe's Net._backward (Caffe's BackwardFromTo): layers start down to end."""
+        self._backward_range(start, end)
 
     def forward(self, blobs=None, start=None, end=None, **kwargs):
-        """pycaffe's forward: set inputs from kwargs, run [start, end], return the outputs
-        (or the tops of `end`) plus `blobs`, as numpy arrays."""
+        """pycaffe's forward: set the inputs given as keyword arrays (all of them, each of
+        the blob's batch size), run the layers `start`..`end` (names, inclusive; default all),
+        and return {name: data} of the outputs (of `end`'s tops when `end` is given) and of
+        `blobs`."""
         blobs = list(blobs or [])
         start_i = self._layer_index(start, 0)
-        end_i = self._layer_index(end, len(self.layers) - 1)
-        outputs = set((self._top_ids[end_i] if end is not None else self._output_names) + blobs)
+        if end is not None:
+            end_i = self._layer_index(end, None)
+            outputs = set(self._layer_tops[end_i] + blobs)
+        else:
+            end_i = len(self.layers) - 1
+            outputs = set(self._output_names + blobs)
         if kwargs:
             if set(kwargs) != set(self._input_names):
                 raise Exception("Input blob arguments do not match net inputs.")
             for name, value in kwargs.items():
-                if value.shape[0] != self._blobs[name].shape[0]:
+                if value.shape[0] != self._blob_map[name].shape[0]:
                     raise Exception("Input is not batch sized")
-                self._blobs[name].data[...] = value
-        loss = self._forward(start_i, end_i)
+                self._blob_map[name].data[...] = value
+        loss = self._forward_range(start_i, end_i)
         if start is None and end is None:
             self._last_loss = loss
-        return {name: self._blobs[name].data for name in outputs}
+        return {name: self._blob_map[name].data for name in outputs}
 
     def backward(self, diffs=None, start=None, end=None, **kwargs):
-        """pycaffe's backward: set top diffs from kwargs, run [start, end] backward, return the
-        diffs of the inputs (or of `end`'s bottoms) plus `diffs`."""
+        """pycaffe's backward: set the top diffs given as keyword arrays (all outputs), run
+        the layers `start` down to `end` (names, inclusive; default all) and return
+        {name: diff} of the inputs (of `end`'s bottoms when `end` is given) and of `diffs`."""
         diffs = list(diffs or [])
         start_i = self._layer_index(start, len(self.layers) - 1)
-        end_i = self._layer_index(end, 0)
-        outputs = set((self._bottom_ids[end_i] if end is not None else self._input_names) + diffs)
+        if end is not None:
+            end_i = self._layer_index(end, None)
+            outputs = set(self._layer_bottoms[end_i] + diffs)
+        else:
+            end_i = 0
+            outputs = set(self._input_names + diffs)
         if kwargs:
             if set(kwargs) != set(self._output_names):
                 raise Exception("Top diff arguments do not match net outputs.")
             for name, value in kwargs.items():
-                if value.shape[0] != self._blobs[name].shape[0]:
+                if value.shape[0] != self._blob_map[name].shape[0]:
                     raise Exception("Diff is not batch sized")
-                self._blobs[name].diff[...] = value
-        self._backward(start_i, end_i)
-        return {name: self._blobs[name].diff for name in outputs}
+                self._blob_map[name].diff[...] = value
+        self._backward_range(start_i, end_i)
+        return {name: self._blob_map[name].diff for name in outputs}
 
     def forward_backward(self):
         """One forward and backward over the whole net; parameter diffs accumulate. Returns
@@ -627,9 +713,9 @@ class Net:
     def forward_backward_deferred(self):
         """forward_backward without waiting for the device: returns a DeferredLoss, read
         (float()) when the figure is needed, e.g. at the solver's display."""
-        loss = self._forward(0, len(self.layers) - 1)
+        loss = self._forward_range(0, len(self.layers) - 1)
         self._last_loss = loss
-        self._backward(len(self.layers) - 1, 0)
+        self._backward_range(len(self.layers) - 1, 0)
         return loss
 
     @property
@@ -645,29 +731,115 @@ class Net:
         with torch.no_grad():
             torch._foreach_zero_([blob.tdiff for blob in self.learnable_params])
 
+    def _batch(self, blobs):
+        """pycaffe's batching: {name: array of any length} -> {name: batch} per batch of the
+        net's batch size (the first blob's), the last one padded with zeros."""
+        arrays = list(blobs.values())
+        num = len(arrays[0])
+        batch_size = next(iter(self._blob_map.values())).shape[0]
+        remainder = num % batch_size
+        for b in range(num // batch_size):
+            i = b * batch_size
+            yield {name: blobs[name][i:i + batch_size] for name in blobs}
+        if remainder > 0:
+            padded = {}
+            for name in blobs:
+                padding = np.zeros((batch_size - remainder,) + blobs[name].shape[1:])
+                padded[name] = np.concatenate([blobs[name][-remainder:], padding])
+            yield padded
+
     def forward_all(self, blobs=None, **kwargs):
-        """pycaffe's forward_all: run batch by batch over inputs of any length."""
-        outs = {name: [] for name in set(self._output_names + list(blobs or []))}
-        names = list(kwargs)
-        total = len(kwargs[names[0]]) if names else 0
-        batch = self._blobs[self._input_names[0]].shape[0] if self._input_names else 1
-        for start in range(0, total, batch):
-            chunk = {}
-            for name in names:
-                part = np.asarray(kwargs[name][start:start + batch])
-                if len(part) < batch:
-                    pad = np.zeros((batch - len(part),) + part.shape[1:], dtype=part.dtype)
-                    part = np.concatenate([part, pad])
-                chunk[name] = part
-            out = self.forward(blobs=blobs, **chunk)
-            for name, value in out.items():
-                outs[name].extend(value.copy()[:min(batch, total - start)])
-        return {name: np.asarray(v) for name, v in outs.items()}
+        """pycaffe's forward_all: forward batch by batch over input arrays of any length;
+        returns {name: array} of the outputs and `blobs` over all inputs (padding dropped)."""
+        all_outs = {out: [] for out in set(self._output_names + (blobs or []))}
+        for batch in self._batch(kwargs):
+            outs = self.forward(blobs=blobs, **batch)
+            for out, value in outs.items():
+                all_outs[out].extend(value.copy())
+        for out in all_outs:
+            all_outs[out] = np.asarray(all_outs[out])
+        pad = len(next(iter(all_outs.values()))) - len(next(iter(kwargs.values())))
+        if pad:
+            for out in all_outs:
+                all_outs[out] = all_outs[out][:-pad]
+        return all_outs
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """pycaffe's forward_backward_all: forward (inputs from kwargs) and backward (output
+        diffs from kwargs) batch by batch; returns ({name: data}, {name: diff}) over all
+        batches, for the outputs and `blobs`, and the inputs and `diffs`."""
+        all_outs = {out: [] for out in set(self._output_names + (blobs or []))}
+        all_diffs = {diff: [] for diff in set(self._input_names + (diffs or []))}
+        forward_batches = self._batch({in_: kwargs[in_] for in_ in self._input_names
+                                       if in_ in kwargs})
+        backward_batches = self._batch({out: kwargs[out] for out in self._output_names
+                                        if out in kwargs})
+        for fb, bb in itertools.zip_longest(forward_batches, backward_batches, fillvalue={}):
+            batch_blobs = self.forward(blobs=blobs, **fb)
+            batch_diffs = self.backward(diffs=diffs, **bb)
+            for out, value in batch_blobs.items():
+                all_outs[out].extend(value.copy())
+            for diff, value in batch_diffs.items():
+                all_diffs[diff].extend(value.copy())
+        for out, diff in zip(all_outs, all_diffs):
+            all_outs[out] = np.asarray(all_outs[out])
+            all_diffs[diff] = np.asarray(all_diffs[diff])
+        pad = len(next(iter(all_outs.values()))) - len(next(iter(kwargs.values())))
+        if pad:
+            for out, diff in zip(all_outs, all_diffs):
+                all_outs[out] = all_outs[out][:-pad]
+                all_diffs[diff] = all_diffs[diff][:-pad]
+        return all_outs, all_diffs
+
+    # ------------------------------------------------------------------ pycaffe hooks
+    def _add_callback(self, when, run):
+        # Caffe's Net::Callback objects have run(layer); pycaffe passes Python callables.
+        self._callbacks[when].append(getattr(run, "run", run))
+
+    def before_forward(self, run):
+        """Call run(layer index) before each layer's forward."""
+        self._add_callback("before_forward", run)
+
+    def after_forward(self, run):
+        """Call run(layer index) after each layer's forward."""
+        self._add_callback("after_forward", run)
+
+    def before_backward(self, run):
+        """Call run(layer index) before each layer's backward."""
+        self._add_callback("before_backward", run)
+
+    def after_backward(self, run):
+        """Call run(layer index) after each layer's backward (an NCCL object here reduces
+        that layer's gradients: layer-wise reduce)."""
+        self._add_callback("after_backward", run)
+
+    def set_input_arrays(self, data, labels):
+        """Give the first layer, a MemoryData layer, arrays to read batches from: data
+        (N, C, H, W) float32 and labels (N,) or (N, 1, 1, 1), N a multiple of the batch."""
+        if labels.ndim == 1:
+            labels = np.ascontiguousarray(labels[:, np.newaxis, np.newaxis, np.newaxis])
+        return self._set_input_arrays(data, labels)
+
+    def _set_input_arrays(self, data, labels):
+        layer = self.layers[0] if self.layers else None
+        if layer is None or layer.type != "MemoryData":
+            raise RuntimeError("set_input_arrays may only be called if the first layer is a "
+                               "MemoryDataLayer")
+        p = layer.layer_param.memory_data_param
+        batch_size = getattr(layer, "batch_size", p.batch_size)
+        _check_input_array(data, "data array", p.channels, p.height, p.width)
+        _check_input_array(labels, "labels array", 1, 1, 1)
+        if data.shape[0] != labels.shape[0]:
+            raise RuntimeError("data and labels must have the same first dimension")
+        if data.shape[0] % batch_size != 0:
+            raise RuntimeError("first dimensions of input arrays must be a multiple of batch "
+                               "size")
+        layer.reset(data, labels, data.shape[0])
 
     def reshape(self):
         """Propagate the input blobs' shapes through the net (Caffe's Net::Reshape)."""
         for i, layer in enumerate(self.layers):
-            self._reshape_tops(i, layer, [self._blobs[n].shape for n in self._bottom_ids[i]])
+            self._reshape_tops(i, layer, [self._blob_map[n].shape for n in self._layer_bottoms[i]])
 
     # ------------------------------------------------------------------ weights
     def _copy_layer_blobs(self, layer, blob_protos, source):
@@ -684,11 +856,13 @@ class Net:
                 blob.tdata.copy_(torch.from_numpy(values.reshape(blob.shape)))
 
     def copy_from(self, path):
-        """Load weights by layer name from a .caffemodel (new or V1 format); layers the net
-        lacks are skipped; shapes must match (legacy 4-D shapes compare from the end)."""
+        """Load weights by layer name from a .caffemodel (new or V1 format) or from Caffe's
+        HDF5 weights (told apart by content, as Caffe does); layers the net lacks are
+        skipped; shapes must match (legacy 4-D shapes compare from the end)."""
         path = os.fspath(path)
-        if path.endswith(".h5"):
-            raise NetError(f"{path}: HDF5 weights are not supported; use a .caffemodel")
+        if _hdf5.is_hdf5(path):
+            self.load_hdf5(path)
+            return
         source = read_caffemodel(path)
         index = {n: i for i, n in enumerate(self._layer_names)}
         for lp in source.layer:
@@ -696,6 +870,38 @@ class Net:
                 log.debug("%s: ignoring source layer %s", path, lp.name)
                 continue
             self._copy_layer_blobs(self.layers[index[lp.name]], lp.blobs, path)
+
+    def _owns(self, name, k, blob):
+        """Whether blob k of layer `name` is its own, not shared from another layer."""
+        return blob.owner_name == f"{name}/{k}"
+
+    def load_hdf5(self, path):
+        """Load weights from Caffe's HDF5 layout (/data/<layer>/<k>): layers by name, each
+        of the layer's blobs present (a shared one may be missing), shapes exactly equal."""
+        path = os.fspath(path)
+        targets = [(name, [b.shape for b in layer.blobs],
+                    [not self._owns(name, k, b) for k, b in enumerate(layer.blobs)])
+                   for name, layer in zip(self._layer_names, self.layers)]
+        try:
+            loaded = _hdf5.read_layer_blobs(path, targets)
+        except _hdf5.HDF5Error as exc:
+            raise NetError(str(exc)) from None
+        layers = self.layer_dict
+        with torch.no_grad():
+            for name, values in loaded:
+                blobs = layers[name].blobs
+                for k, arr in values.items():
+                    blobs[k].tdata.copy_(torch.from_numpy(arr))
+
+    def save_hdf5(self, path, write_diff=False):
+        """Write the weights in Caffe's HDF5 layout (Net::ToHDF5): shared blobs once, at
+        their owner; with `write_diff` also every blob's diff under /diff."""
+        layers = []
+        for name, layer in zip(self._layer_names, self.layers):
+            layers.append((name, [(b.data if self._owns(name, k, b) else None,
+                                   b.diff if write_diff else None)
+                                  for k, b in enumerate(layer.blobs)]))
+        _hdf5.write_weights(os.fspath(path), layers, write_diff)
 
     def to_net_param(self, with_diff=False):
         """The net as a NetParameter with each layer's blobs (what .caffemodel files hold)."""
@@ -732,6 +938,7 @@ class Net:
                 mine._data = theirs._data
 
     ShareTrainedLayersWith = share_trained_params
+    share_with = share_trained_params      # pycaffe's name
 
     # ------------------------------------------------------------------ lifetime
     def close(self):
@@ -743,10 +950,11 @@ class Net:
     def __del__(self):
         # The prefetch threads hold their layers, not the net: dropping the net stops them.
         # At interpreter exit the Data layer's atexit hook has already stopped them; nothing
-        # is done during finalization, where a frozen thread could make close() wait for ever.
-        if sys.is_finalizing():
-            return
+        # is done during finalization, where a frozen thread could make close() wait for ever
+        # (late in it, module globals such as `sys` may already be gone).
         try:
+            if sys.is_finalizing():
+                return
             self.close()
         except Exception:
             pass

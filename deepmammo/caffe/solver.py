@@ -3,9 +3,10 @@
 `Solver` holds everything the six solver types share: the train net and test nets built from the
 solver prototxt, `step(n)` / `solve()` with Caffe's order of events, `apply_update()` (learning
 rate, gradient clipping, 1/iter_size, weight decay, the type's update rule, w -= update),
-snapshots named `<prefix>_iter_N.caffemodel/.solverstate`, and `restore(path)`. The update rules
-live in solvers.py. pycaffe's names are kept: `net`, `test_nets`, `iter`, `step`, `solve`,
-`snapshot`, `restore`, `param`, `lr`.
+snapshots named `<prefix>_iter_N.caffemodel/.solverstate` (`.caffemodel.h5/.solverstate.h5` with
+`snapshot_format: HDF5`), and `restore(path)`. The update rules live in solvers.py. pycaffe's
+names are kept: `net`, `test_nets`, `iter`, `step`, `solve`, `snapshot`, `restore`,
+`apply_update`, `add_callback`, `share_weights`, `param`, `lr`.
 """
 import collections
 import copy
@@ -19,6 +20,7 @@ import torch
 
 from deepmammo.atomic import remove_stale_temporaries, write_bytes
 from deepmammo.caffe import lr_policy
+from deepmammo.caffe.formats import hdf5 as _hdf5
 from deepmammo.caffe.net import resolve_losses
 from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.caffe.train_log import TrainLog, fmt
@@ -116,8 +118,13 @@ class Solver:
     # the losses were deferred to the display; for before/after timings).
     defer_losses = True
 
-    def __init__(self, param, source=None, rank=0, world_size=1, log=None, net_factory=None,
-                 weights=None):
+    def __init__(self, param, source=None, rank=None, world_size=None, log=None,
+                 net_factory=None, weights=None):
+        """`rank` / `world_size` default to caffe.solver_rank() / solver_count(), as Caffe's
+        solver reads Caffe::solver_rank() (its seed, and whether it is the root solver)."""
+        from deepmammo.caffe import distributed
+        rank = distributed.solver_rank() if rank is None else rank
+        world_size = distributed.solver_count() if world_size is None else world_size
         self.param, self.source = read_solver_param(param, source)
         if weights is not None:
             # caffe train --weights replaces the solver's own `weights`; --snapshot clears them.
@@ -164,9 +171,6 @@ class Solver:
                               f"{p.regularization_type!r} (L1 or L2)")
         if p.snapshot and not p.HasField("snapshot_prefix"):
             raise SolverError(f"{self.source}: snapshot is set but snapshot_prefix is not")
-        if p.snapshot_format == pb.SolverParameter.HDF5:
-            raise SolverError(f"{self.source}: snapshot_format HDF5 is not supported here "
-                              "(use BINARYPROTO, Caffe's default)")
         try:
             lr_policy.learning_rate(p, 0)   # a missing stepsize or gamma fails now, not later
         except lr_policy.LRPolicyError as exc:
@@ -574,16 +578,27 @@ class Solver:
         return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
 
     def snapshot(self):
-        """Write `<prefix>_iter_N.caffemodel` and `.solverstate` (each via a temporary name)."""
-        model_filename = self.snapshot_filename(".caffemodel")
-        state_filename = self.snapshot_filename(".solverstate")
+        """Write `<prefix>_iter_N.caffemodel` and `.solverstate` (each via a temporary name),
+        or with `snapshot_format: HDF5` Caffe's `.caffemodel.h5` and `.solverstate.h5`."""
+        hdf5 = self.param.snapshot_format == pb.SolverParameter.HDF5
+        model_filename = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
+        state_filename = self.snapshot_filename(".solverstate.h5" if hdf5 else ".solverstate")
         for path in (model_filename, state_filename):
             remove_stale_temporaries(path)  # a write killed mid-way (a run resumed here)
-        self.log.info(f"Snapshotting to binary proto file {model_filename}")
-        net_param = _net_to_proto(self.net, self.param.snapshot_diff)
-        write_bytes(model_filename, net_param.SerializeToString())
-        self.log.info(f"Snapshotting solver state to binary proto file {state_filename}")
-        write_bytes(state_filename, self.solver_state(model_filename).SerializeToString())
+        if hdf5:
+            self.log.info(f"Snapshotting to HDF5 file {model_filename}")
+            self.net.save_hdf5(model_filename, write_diff=self.param.snapshot_diff)
+            self.log.info(f"Snapshotting solver state to HDF5 file {state_filename}")
+            _hdf5.write_solver_state(state_filename, self.iter, model_filename,
+                                     self.current_step,
+                                     [h.detach().cpu().numpy() for h in self.history])
+        else:
+            self.log.info(f"Snapshotting to binary proto file {model_filename}")
+            net_param = _net_to_proto(self.net, self.param.snapshot_diff)
+            write_bytes(model_filename, net_param.SerializeToString())
+            self.log.info(f"Snapshotting solver state to binary proto file {state_filename}")
+            write_bytes(state_filename,
+                        self.solver_state(model_filename).SerializeToString())
         self.log.flush()
         return model_filename, state_filename
 
@@ -598,12 +613,14 @@ class Solver:
         return state
 
     def restore(self, path):
-        """Continue from a .solverstate (ours or Caffe's): iteration, weights, history."""
-        from deepmammo.caffe.formats.blobproto import blob_to_array
-        from deepmammo.caffe.formats.solverstate import read_solverstate
+        """Continue from a solver state (ours or Caffe's; a name ending in .h5 is Caffe's HDF5
+        state, as Caffe decides): iteration, weights, history."""
         path = os.fspath(path)
         if path.endswith(".h5"):
-            raise SolverError(f"{path}: HDF5 solver states are not supported (BINARYPROTO only)")
+            self._restore_hdf5(path)
+            return
+        from deepmammo.caffe.formats.blobproto import blob_to_array
+        from deepmammo.caffe.formats.solverstate import read_solverstate
         state = read_solverstate(path)
         if len(state.history) != len(self.history):
             raise SolverError(f"{path}: {len(state.history)} history blobs, but this "
@@ -620,10 +637,42 @@ class Solver:
         if state.HasField("learned_net"):
             self.net.copy_from(_find_learned_net(state.learned_net, path))
         self.current_step = state.current_step
+        self._set_history(arrays)
+
+    def _restore_hdf5(self, path):
+        try:
+            iteration, learned_net, current_step, arrays = _hdf5.read_solver_state(
+                path, [tuple(h.shape) for h in self.history])
+        except _hdf5.HDF5Error as exc:
+            raise SolverError(str(exc)) from None
+        self.iter = iteration
+        if learned_net is not None:
+            self.net.copy_from(_find_learned_net(learned_net, path))
+        self.current_step = current_step
+        self._set_history(arrays)
+
+    def _set_history(self, arrays):
         self._log("SGDSolver: restoring history")
         with torch.no_grad():
             for arr, h in zip(arrays, self.history):
                 h.copy_(torch.from_numpy(arr.reshape(tuple(h.shape))).to(h.device))
+
+    # ------------------------------------------------------------------ pycaffe extras
+    def add_callback(self, on_start, on_gradients_ready=None):
+        """pycaffe's add_callback: call on_start() at the start of each iteration (after
+        testing) and on_gradients_ready() after forward/backward, before the update. One
+        argument: an object with both methods (e.g. caffe.NCCL)."""
+        if on_gradients_ready is None:
+            if not (hasattr(on_start, "on_start") and hasattr(on_start, "on_gradients_ready")):
+                raise TypeError("add_callback takes on_start and on_gradients_ready callables, "
+                                "or one object with on_start() and on_gradients_ready()")
+            self.callbacks.append(on_start)
+        else:
+            self.callbacks.append(_Callback(on_start, on_gradients_ready))
+
+    def share_weights(self, net):
+        """Let `net` use this solver's train-net weights (layers of the same name)."""
+        net.share_with(self.net)
 
     # ------------------------------------------------------------------------- misc
     def close(self):
@@ -655,6 +704,19 @@ class Solver:
 
 
 # ------------------------------------------------------------------------------- helpers
+
+class _Callback:
+    """A pair of Python callables as a solver callback (pycaffe's SolverCallback)."""
+
+    def __init__(self, on_start, on_gradients_ready):
+        self._on_start, self._on_gradients_ready = on_start, on_gradients_ready
+
+    def on_start(self):
+        self._on_start()
+
+    def on_gradients_ready(self):
+        self._on_gradients_ready()
+
 
 def _column(prefix, name, index, count):
     return f"{prefix}_{name}" if count == 1 else f"{prefix}_{name}_{index}"

@@ -43,8 +43,8 @@ def conv_ip_flops(net):
     for i, layer in enumerate(net.layers):
         if not hasattr(layer, "flops"):
             continue
-        bottoms = [net.blobs[n].shape for n in net._bottom_ids[i]]
-        tops = [net.blobs[n].shape for n in net._top_ids[i]]
+        bottoms = [net.blobs[n].shape for n in net._layer_bottoms[i]]
+        tops = [net.blobs[n].shape for n in net._layer_tops[i]]
         f = layer.flops(bottoms, tops)
         forward += f
         if net.layer_need_backward(i):
