@@ -16,7 +16,7 @@ from deepmammo.caffe.crosscheck import crosscheck
 from deepmammo.caffe.formats.blobproto import array_to_blob
 from deepmammo.caffe.netstate import NetError
 
-TOL = 2e-5
+TOL = 2e-6
 
 
 def _input(name, shape):

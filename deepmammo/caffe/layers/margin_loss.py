@@ -119,11 +119,11 @@ class HingeLoss(LossLayer):
     def _margins(self, x, label):
         """t as in the module's docstring (N, dim), and the one-hot of the labels."""
         n = x.shape[0]
+        if label.numel() < n:
+            raise self.error(f"{label.numel()} labels for {n} samples")
         flat = x.reshape(n, -1)
         labels = label.reshape(-1)[:n].to(torch.int64)
         dim = flat.shape[1]
-        if label.numel() < n:
-            raise self.error(f"{label.numel()} labels for {n} samples")
         bad = (labels < 0) | (labels >= dim)
         if bool(bad.any()):
             raise self.error(f"label out of range [0, {dim}) (e.g. {int(labels[bad][0])})")
