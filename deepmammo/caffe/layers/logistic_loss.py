@@ -32,7 +32,7 @@ _LOSS_FIELDS = {"ignore_label", "normalization", "normalize"}
 
 
 def _clamped_log(p):
-    return torch.log(torch.clamp(p, min=torch.tensor(LOG_THRESHOLD, dtype=p.dtype)))
+    return torch.log(torch.clamp(p, min=LOG_THRESHOLD))     # the threshold as a float32
 
 
 @register
@@ -73,9 +73,8 @@ class MultinomialLogisticLoss(LossLayer):
         flat, labels = self._picked(p, label)
         picked = flat.gather(1, labels[:, None])
         scale = -top_diffs[0].reshape(()).to(p.dtype) / p.shape[0]
-        floor = torch.tensor(LOG_THRESHOLD, dtype=p.dtype)
         g = torch.zeros_like(flat).scatter_(1, labels[:, None],
-                                            scale / torch.clamp(picked, min=floor))
+                                            scale / torch.clamp(picked, min=LOG_THRESHOLD))
         return [g.reshape(p.shape), None], []
 
 
