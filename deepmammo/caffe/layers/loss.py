@@ -1,10 +1,17 @@
-"""Softmax, SoftmaxWithLoss, Accuracy, EuclideanLoss with Caffe's conventions.
+"""Softmax, SoftmaxWithLoss, Accuracy, EuclideanLoss, and what Caffe's loss layers share.
+
+LossLayer (Caffe's): loss_weight 1 on the first top unless given, bottoms 0 and 1 must agree on
+their first axis, force_backward never reaches the label (bottom 1), and a backward that must
+reach it (propagate_down, or a label computed by layers that learn) is refused, as Caffe's
+Backward aborts. `normaliser` is Caffe's get_normalizer: FULL (outer x inner), VALID (the
+labels not ignored), BATCH_SIZE (outer), NONE (1), never below 1.
 
 SoftmaxWithLoss: loss = -sum log(max(p_label, FLT_MIN)) / normaliser, normalization VALID by
 default (FULL, BATCH_SIZE, NONE; legacy `normalize: false` = BATCH_SIZE), normaliser at least 1;
 its gradient is (p - onehot) * top_diff / normaliser, zero at ignore_label (written out rather
 than autograd's, which would differ where the FLT_MIN clamp bites). Accuracy: a sample is
 correct when fewer than top_k classes score >= the true class (ties count against).
+EuclideanLoss: sum((a - b)^2) / (2 N); both bottoms may be forced into backward.
 """
 import numpy as np
 import torch
@@ -14,6 +21,51 @@ from deepmammo.caffe.proto import caffe_pb2 as pb
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
 _LOSS_FIELDS = {"ignore_label", "normalization", "normalize"}
+
+
+class LossLayer(Layer):
+    """Caffe's LossLayer conventions (see the module's docstring)."""
+    IS_LOSS = True
+    # Bottoms whose backward Caffe's Backward refuses, and what it calls them.
+    REFUSED_BOTTOMS = {1: "label"}
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1
+
+    def check_first_axis(self, bottom_shapes):
+        a, b = bottom_shapes[0], bottom_shapes[1]
+        if not a or not b or a[0] != b[0]:
+            raise self.error(f"the data and label should have the same first dimension "
+                             f"(bottoms {a} and {b})")
+
+    def refuse_backward(self, need_bottom):
+        for j, what in self.REFUSED_BOTTOMS.items():
+            if j < len(need_bottom) and need_bottom[j]:
+                raise self.error(f"{self.type} Layer cannot backpropagate to {what} inputs "
+                                 f"(bottom {j}: set its propagate_down to false)")
+
+
+def normalization_mode(loss_param, default):
+    """The normalization a loss uses: `normalization` if set, else the legacy `normalize`
+    (true: VALID, false: BATCH_SIZE), else `default` (the layer's own)."""
+    if loss_param.HasField("normalization"):
+        return loss_param.normalization
+    if loss_param.HasField("normalize"):
+        return pb.LossParameter.VALID if loss_param.normalize else pb.LossParameter.BATCH_SIZE
+    return default
+
+
+def normaliser(mode, outer, inner, valid_count):
+    """Caffe's get_normalizer, as a float of at least 1."""
+    if mode == pb.LossParameter.FULL:
+        n = outer * inner
+    elif mode == pb.LossParameter.VALID:
+        n = valid_count
+    elif mode == pb.LossParameter.BATCH_SIZE:
+        n = outer
+    else:
+        n = 1
+    return max(1.0, float(n))
 
 
 def _labels(label, outer, inner, where_error):
@@ -44,15 +96,15 @@ class _SoftmaxLoss(torch.autograd.Function):
     """Loss from logits (outer, C, inner); the gradient is Caffe's (p - onehot) / normaliser."""
 
     @staticmethod
-    def forward(ctx, logits, labels, valid, normaliser):
+    def forward(ctx, logits, labels, valid, norm):
         # labels, valid: (outer, inner)
         prob = torch.softmax(logits, dim=1)
         safe = torch.where(valid, labels, torch.zeros_like(labels))
         picked = prob.gather(1, safe.unsqueeze(1)).squeeze(1)
         logs = torch.log(torch.clamp(picked, min=FLT_MIN))
-        loss = -(logs * valid.to(prob.dtype)).sum() / normaliser
+        loss = -(logs * valid.to(prob.dtype)).sum() / norm
         ctx.save_for_backward(prob, safe, valid)
-        ctx.normaliser = normaliser
+        ctx.norm = norm
         return loss
 
     @staticmethod
@@ -61,37 +113,30 @@ class _SoftmaxLoss(torch.autograd.Function):
         g = prob.clone()
         g.scatter_add_(1, safe.unsqueeze(1), -torch.ones_like(safe, dtype=g.dtype).unsqueeze(1))
         g *= valid.unsqueeze(1).to(g.dtype)
-        g *= grad / ctx.normaliser
+        g *= grad / ctx.norm
         return g, None, None, None
 
 
 @register
-class SoftmaxWithLoss(Layer):
+class SoftmaxWithLoss(LossLayer):
     TYPE = "SoftmaxWithLoss"
     FIELDS = {"softmax_param": {"axis"}, "loss_param": _LOSS_FIELDS}
     EXACT_BOTTOMS = 2
     MIN_TOPS = 1
     MAX_TOPS = 2
-    IS_LOSS = True
 
     def __init__(self, *args):
         super().__init__(*args)
         lp = self.layer_param.loss_param
         self.ignore = lp.ignore_label if lp.HasField("ignore_label") else None
-        if not lp.HasField("normalization") and lp.HasField("normalize"):
-            self.norm = (pb.LossParameter.VALID if lp.normalize
-                         else pb.LossParameter.BATCH_SIZE)
-        else:
-            self.norm = lp.normalization
-
-    def allow_force_backward(self, bottom_index):
-        return bottom_index != 1
+        self.norm = normalization_mode(lp, pb.LossParameter.VALID)
 
     def _dims(self, shape):
         axis = canonical_axis(self.layer_param.softmax_param.axis, len(shape), self.where)
         return axis, count(shape, 0, axis), shape[axis], count(shape, axis + 1)
 
     def reshape(self, bottom_shapes):
+        self.check_first_axis(bottom_shapes)
         _, outer, _, inner = self._dims(bottom_shapes[0])
         if count(bottom_shapes[1]) != outer * inner:
             raise self.error(f"label count {count(bottom_shapes[1])} must equal outer x inner "
@@ -101,17 +146,6 @@ class SoftmaxWithLoss(Layer):
         if len(self.layer_param.top) == 2:
             tops.append(bottom_shapes[0])
         return tops
-
-    def _normaliser(self, outer, inner, valid_count):
-        if self.norm == pb.LossParameter.FULL:
-            n = outer * inner
-        elif self.norm == pb.LossParameter.VALID:
-            n = valid_count
-        elif self.norm == pb.LossParameter.BATCH_SIZE:
-            n = outer
-        else:
-            n = 1
-        return max(1.0, float(n))
 
     def forward(self, bottoms, params):
         x, label = bottoms
@@ -125,12 +159,16 @@ class SoftmaxWithLoss(Layer):
             raise self.error(f"label out of range [0, {channels}) "
                              f"(e.g. {int(labels[bad][0])})")
         valid_count = int(valid.sum()) if self.ignore is not None else outer * inner
-        loss = _SoftmaxLoss.apply(logits, labels, valid, self._normaliser(outer, inner,
-                                                                            valid_count))
+        loss = _SoftmaxLoss.apply(logits, labels, valid,
+                                  normaliser(self.norm, outer, inner, valid_count))
         tops = [loss.reshape(())]
         if len(self.layer_param.top) == 2:
             tops.append(torch.softmax(logits.detach(), dim=1).reshape(x.shape))
         return tops
+
+    def backward(self, tops, top_diffs, bottoms, params, need_bottom, need_param):
+        self.refuse_backward(need_bottom)
+        return super().backward(tops, top_diffs, bottoms, params, need_bottom, need_param)
 
 
 @register
@@ -190,16 +228,20 @@ class Accuracy(Layer):
 
 
 @register
-class EuclideanLoss(Layer):
-    """loss = sum((a - b)^2) / (2 N), N = a.shape[0]."""
+class EuclideanLoss(LossLayer):
+    """loss = sum((a - b)^2) / (2 N), N = a.shape[0]; both bottoms take gradients."""
     TYPE = "EuclideanLoss"
     EXACT_BOTTOMS = 2
     EXACT_TOPS = 1
-    IS_LOSS = True
+    REFUSED_BOTTOMS = {}
+
+    def allow_force_backward(self, bottom_index):
+        return True
 
     def reshape(self, bottom_shapes):
+        self.check_first_axis(bottom_shapes)
         a, b = bottom_shapes
-        if count(a, 1) != count(b, 1) or a[0] != b[0]:
+        if count(a, 1) != count(b, 1):
             raise self.error(f"bottoms must have equal dimensions: {a} vs {b}")
         return [()]
 
