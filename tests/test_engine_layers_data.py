@@ -253,7 +253,7 @@ def test_memory_data_bit_equal(real_caffe, tmp_path, transform, phase):
     data = np.arange(6 * 12, dtype=np.float32).reshape(6, 3, 2, 2)
     labels = np.arange(6, dtype=np.float32) * 10
     theirs.set_input_arrays(data, labels)
-    mine.layer_dict["m"].reset(data, labels, 6)
+    mine.set_input_arrays(data, labels)
     for _step in range(4):                   # wraps after three batches
         theirs.forward()
         mine.forward()
@@ -270,7 +270,8 @@ def test_memory_data_bit_equal(real_caffe, tmp_path, transform, phase):
 def test_memory_data_array_checks_are_pycaffes(real_caffe, tmp_path):
     net = _write(tmp_path / "net.prototxt", MEMORY.replace("TRANSFORM", ""))
     theirs = real_caffe.Net(net, real_caffe.TEST)
-    layer = ours.Net(net, ours.TEST).layer_dict["m"]
+    mine = ours.Net(net, ours.TEST)
+    layer = mine.layer_dict["m"]
     good = np.zeros((4, 3, 2, 2), np.float32)
     cases = [(good.astype(np.float64), np.zeros(4, np.float32)),
              (good[:, :2], np.zeros(4, np.float32)),
@@ -285,7 +286,7 @@ def test_memory_data_array_checks_are_pycaffes(real_caffe, tmp_path):
         with pytest.raises(RuntimeError) as real_error:
             theirs.set_input_arrays(data, labels)
         with pytest.raises(RuntimeError) as our_error:
-            layer.check_input_arrays(data, labels)
+            mine.set_input_arrays(data, labels)
         assert str(our_error.value) == str(real_error.value)
     with pytest.raises(NetError, match="n must be a multiple of batch size"):
         layer.reset(good, np.zeros(4, np.float32), 3)

@@ -12,7 +12,6 @@ from solver_scenario import make_data, make_initial_weights, params_of, write_so
 import deepmammo.caffe as caffe
 from deepmammo.caffe import distributed
 from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
-from deepmammo.caffe.layers import base as layer_base
 from deepmammo.caffe.netstate import NetError
 
 TOL = 2e-5
@@ -211,54 +210,6 @@ def test_hdf5_weights_shape_and_count_checks(tmp_path):
         f.create_dataset("data/conv1/0", data=np.zeros((4, 3, 3, 3), np.float32))
     with pytest.raises(NetError, match="incompatible number of blobs for layer 'conv1'"):
         caffe.Net(path, caffe.TRAIN).load_hdf5(missing)
-
-
-class _MemoryDataStub(layer_base.Layer):
-    """Stands in for a MemoryData layer: records what set_input_arrays hands it."""
-    TYPE = "MemoryData"
-    FIELDS = {"memory_data_param": {"batch_size", "channels", "height", "width"}}
-    EXACT_BOTTOMS = 0
-    EXACT_TOPS = 2
-
-    def reshape(self, bottom_shapes):
-        p = self.layer_param.memory_data_param
-        return [(p.batch_size, p.channels, p.height, p.width), (p.batch_size,)]
-
-    def forward(self, bottoms, params):
-        p = self.layer_param.memory_data_param
-        return [torch.zeros(p.batch_size, p.channels, p.height, p.width),
-                torch.zeros(p.batch_size)]
-
-    def reset(self, data, labels, n):
-        self.given = (data, labels, n)
-
-
-def test_set_input_arrays_checks_and_hands_the_arrays_to_memory_data(monkeypatch, tmp_path):
-    monkeypatch.setitem(layer_base.REGISTRY, "MemoryData", _MemoryDataStub)
-    path = _write(tmp_path, '''name: "m"
-layer { name: "mem" type: "MemoryData" top: "data" top: "label"
-        memory_data_param { batch_size: 2 channels: 3 height: 4 width: 5 } }
-''')
-    net = caffe.Net(path, caffe.TEST)
-    data = np.zeros((4, 3, 4, 5), np.float32)
-    net.set_input_arrays(data, np.arange(4, dtype=np.float32))
-    given_data, given_labels, n = net.layers[0].given
-    assert given_data is data and n == 4 and given_labels.shape == (4, 1, 1, 1)
-    refusals = [(data[:, :, :, ::2], np.zeros(4, np.float32), "data array must be C contiguous"),
-                (data[0], np.zeros(4, np.float32), "data array must be 4-d"),
-                (data.astype(np.float64), np.zeros(4, np.float32), "data array must be float32"),
-                (np.zeros((4, 2, 4, 5), np.float32), np.zeros(4, np.float32),
-                 "data array has wrong number of channels"),
-                (np.zeros((4, 3, 3, 5), np.float32), np.zeros(4, np.float32),
-                 "data array has wrong height"),
-                (np.zeros((4, 3, 4, 4), np.float32), np.zeros(4, np.float32),
-                 "data array has wrong width"),
-                (data, np.zeros(4), "labels array must be float32"),
-                (data, np.zeros(3, np.float32), "same first dimension"),
-                (data[:3], np.zeros(3, np.float32), "multiple of batch size")]
-    for d, labels, message in refusals:
-        with pytest.raises(RuntimeError, match=message):
-            net.set_input_arrays(d, labels)
 
 
 def test_pycaffe_net_suite(real_caffe, tmp_path):

@@ -99,22 +99,6 @@ def _parse_args(args, kwargs):
     return phase, weights
 
 
-def _check_input_array(arr, name, channels, height, width):
-    """pycaffe's checks of an array handed to a MemoryData layer."""
-    if not isinstance(arr, np.ndarray) or not arr.flags["C_CONTIGUOUS"]:
-        raise RuntimeError(f"{name} must be C contiguous")
-    if arr.ndim != 4:
-        raise RuntimeError(f"{name} must be 4-d")
-    if arr.dtype != np.float32:
-        raise RuntimeError(f"{name} must be float32")
-    if arr.shape[1] != channels:
-        raise RuntimeError(f"{name} has wrong number of channels")
-    if arr.shape[2] != height:
-        raise RuntimeError(f"{name} has wrong height")
-    if arr.shape[3] != width:
-        raise RuntimeError(f"{name} has wrong width")
-
-
 def _layer_loss(terms):
     """A layer's loss as Python adds it: 0.0 + w1 * s1 + w2 * s2 ... in doubles."""
     loss = 0.0
@@ -825,16 +809,7 @@ class Net:
         if layer is None or layer.type != "MemoryData":
             raise RuntimeError("set_input_arrays may only be called if the first layer is a "
                                "MemoryDataLayer")
-        p = layer.layer_param.memory_data_param
-        batch_size = getattr(layer, "batch_size", p.batch_size)
-        _check_input_array(data, "data array", p.channels, p.height, p.width)
-        _check_input_array(labels, "labels array", 1, 1, 1)
-        if data.shape[0] != labels.shape[0]:
-            raise RuntimeError("data and labels must have the same first dimension")
-        if data.shape[0] % batch_size != 0:
-            raise RuntimeError("first dimensions of input arrays must be a multiple of batch "
-                               "size")
-        layer.reset(data, labels, data.shape[0])
+        layer.reset(data, labels, data.shape[0])   # pycaffe's checks are the layer's
 
     def reshape(self):
         """Propagate the input blobs' shapes through the net (Caffe's Net::Reshape)."""
