@@ -285,6 +285,9 @@ class Net:
 
     def _setup_layer(self, i, layer):
         bottom_shapes = [self._blobs[n].shape for n in self._bottom_ids[i]]
+        if getattr(layer, "WORKS_ON_BLOBS", False):   # Python layers: the net's own Blobs
+            layer.bind(self, [self._blobs[n] for n in self._bottom_ids[i]],
+                       [self._blobs[n] for n in self._top_ids[i]])
         if layer.type == "Input":
             for name, shape in zip(self._top_ids[i], layer.initial_shapes()):
                 self._blobs[name].reshape(shape)
@@ -511,6 +514,8 @@ class Net:
             return
         layer = self.layers[i]
         saved = self._saved[i]
+        if saved is None and getattr(layer, "WORKS_ON_BLOBS", False):
+            saved = (None, None, None)     # Python layers: backward before forward, as Caffe
         if saved is None:
             if not self._bottom_ids[i]:
                 return
@@ -692,7 +697,7 @@ class Net:
                                    f"{theirs.shape} in net {other.name!r}")
                 mine._data = theirs._data
 
-    ShareTrainedLayersWith = share_trained_params
+    ShareTrainedLayersWith = share_with = share_trained_params
 
     # ------------------------------------------------------------------ lifetime
     def close(self):
