@@ -30,9 +30,13 @@ _LAZY = {
     "set_solver_rank": "deepmammo.caffe.distributed",
     "solver_count": "deepmammo.caffe.distributed",
     "solver_rank": "deepmammo.caffe.distributed",
+    "Layer": "deepmammo.caffe.layers.python_layer",
+    "NetSpec": "deepmammo.caffe.net_spec",
+    "to_proto": "deepmammo.caffe.net_spec",
+    "params": "deepmammo.caffe.net_spec",
 }
 # pycaffe's submodules: caffe.io, caffe.proto.
-_SUBMODULES = ("io", "proto")
+_SUBMODULES = ("io", "proto", "layers", "net_spec", "draw", "coord_map", "pycaffe")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES) + ["TEST", "TRAIN", "layer_type_list"]
 
