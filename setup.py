@@ -21,6 +21,7 @@ setup(
         "matplotlib>=3.6",
         "pyyaml>=6.0",
         "tqdm>=4.60",
+        "pydot>=1.4",      # caffe.draw (also needs Graphviz's `dot`: apt-get install graphviz)
         # 2.13.0 (the CPU build on this machine's disk) satisfies this range.
         "torch>=2.1,<2.14",
     ],
