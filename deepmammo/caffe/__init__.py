@@ -38,12 +38,16 @@ _LAZY = {
     "log": "deepmammo.caffe.glog",
     "Classifier": "deepmammo.caffe.classifier",
     "Detector": "deepmammo.caffe.detector",
+    "Layer": "deepmammo.caffe.layers.python_layer",
+    "NetSpec": "deepmammo.caffe.net_spec",
+    "to_proto": "deepmammo.caffe.net_spec",
+    "params": "deepmammo.caffe.net_spec",
 }
 # The BVLC Caffe version whose behaviour the engine follows (pycaffe's caffe.__version__).
 __version__ = "1.0.0"
 
 # pycaffe's submodules: caffe.io, caffe.proto.
-_SUBMODULES = ("io", "proto")
+_SUBMODULES = ("io", "proto", "layers", "net_spec", "draw", "coord_map", "pycaffe")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES) + ["TEST", "TRAIN", "layer_type_list"]
 

@@ -1,6 +1,8 @@
 """Subcommands of this stage for the `deepmammo` command (see deepmammo/cli.py).
 
     deepmammo parse-log LOG [OUT_DIR]
+    deepmammo pycaffe SCRIPT [ARGS...] | -m MODULE [ARGS...]   (see pycaffe_cli.py)
+    deepmammo draw NET.prototxt OUT.png [--rankdir] [--phase] [--display_lrm]
     deepmammo time --model M [--engine torch|caffe] [--gpu N] [--iterations K]
                    [--threads T] [--tf32] [--json OUT]
 
@@ -21,6 +23,8 @@ def register(subparsers):
     """Add this stage's subcommands to the `deepmammo` parser."""
     from deepmammo.caffe.train_cli import register_train
     register_train(subparsers)
+    from deepmammo.caffe.pycaffe_cli import register as register_pycaffe
+    register_pycaffe(subparsers)    # pycaffe, draw
 
     p = subparsers.add_parser("time", help="per-layer forward/backward timing (caffe time)")
     p.add_argument("--model", required=True, help="net .prototxt (built in the TRAIN phase)")

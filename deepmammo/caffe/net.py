@@ -331,6 +331,9 @@ class Net:
 
     def _setup_layer(self, i, layer):
         bottom_shapes = [self._blob_map[n].shape for n in self._layer_bottoms[i]]
+        if getattr(layer, "WORKS_ON_BLOBS", False):   # Python layers: the net's own Blobs
+            layer.bind(self, [self._blob_map[n] for n in self._layer_bottoms[i]],
+                       [self._blob_map[n] for n in self._layer_tops[i]])
         if layer.type == "Input":
             for name, shape in zip(self._layer_tops[i], layer.initial_shapes()):
                 self._blob_map[name].reshape(shape)
@@ -583,6 +586,8 @@ class Net:
             return
         layer = self.layers[i]
         saved = self._saved[i]
+        if saved is None and getattr(layer, "WORKS_ON_BLOBS", False):
+            saved = (None, None, None)     # Python layers: backward before forward, as Caffe
         if saved is None:
             if not self._layer_bottoms[i]:
                 return
@@ -912,8 +917,7 @@ class Net:
                                    f"{theirs.shape} in net {other.name!r}")
                 mine._data = theirs._data
 
-    ShareTrainedLayersWith = share_trained_params
-    share_with = share_trained_params      # pycaffe's name
+    ShareTrainedLayersWith = share_with = share_trained_params
 
     # ------------------------------------------------------------------ lifetime
     def close(self):

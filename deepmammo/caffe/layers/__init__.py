@@ -20,6 +20,7 @@ from deepmammo.caffe.layers import (  # noqa: F401
                                     neuron,
                                     norm,
                                     pooling,
+                                    python_layer,
                                     recurrent,
                                     reduction,
                                     shape,
@@ -28,3 +29,12 @@ from deepmammo.caffe.layers import (  # noqa: F401
                                     window_data,
 )
 from deepmammo.caffe.layers.base import REGISTRY, Layer  # noqa: F401
+
+
+def __getattr__(name):
+    # `caffe.layers` is also pycaffe's net-spec pseudo-module: caffe.layers.Convolution(...).
+    # Layer types are CamelCase; other names stay this package's (submodule imports need that).
+    if not name[:1].isupper():
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from deepmammo.caffe.net_spec import layers
+    return getattr(layers, name)
