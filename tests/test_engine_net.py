@@ -460,3 +460,20 @@ def test_old_batchnorm_param_specs_are_upgraded_to_frozen():
     net = parse_net('layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" '
                     'param { lr_mult: 1 } param { lr_mult: 1 } param { lr_mult: 1 } }')
     assert [(p.lr_mult, p.decay_mult) for p in net.layer[0].param] == [(0, 0)] * 3
+
+
+def test_backward_before_forward_replays_pure_layers_and_refuses_random_ones(tmp_path):
+    # Caffe's backward reads whatever the blobs hold; a Dropout mask drawn again would not be
+    # the one a forward used, so that one is refused.
+    text = ('name: "r"\nforce_backward: true\n'
+            'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }\n'
+            'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+            'inner_product_param { num_output: 2 } }\n'
+            'layer { name: "drop" type: "Dropout" bottom: "ip" top: "out" }\n')
+    net = caffe.Net(_write(tmp_path, text), caffe.TRAIN)
+    net.params["ip"][0].data[...] = [[1, 2, 3], [4, 5, 6]]
+    net.blobs["ip"].diff[...] = [[1, 0], [0, 2]]
+    got = net.backward(start="ip", end="ip")["data"]
+    np.testing.assert_array_equal(got, [[1, 2, 3], [8, 10, 12]])
+    with pytest.raises(RuntimeError, match="'drop': backward before forward.*random"):
+        net.backward(start="drop", end="drop")

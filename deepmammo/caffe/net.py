@@ -536,25 +536,10 @@ class Net:
         """Layer i forward; returns its loss terms [(loss_weight, 0-d tensor)], left on the
         device (reading them back would wait for the device)."""
         layer = self.layers[i]
-        bottom_blobs = [self._blob_map[n] for n in self._layer_bottoms[i]]
         top_blobs = [self._blob_map[n] for n in self._layer_tops[i]]
-        self._reshape_tops(i, layer, [b.shape for b in bottom_blobs])
+        self._reshape_tops(i, layer, [self._blob_map[n].shape for n in self._layer_bottoms[i]])
         grad = torch.is_grad_enabled() and self._layer_need_backward[i]
-        bottoms = []
-        for b, need in zip(bottom_blobs, self._bottom_need_backward[i]):
-            t = b.read_data()
-            bottoms.append(t.detach().requires_grad_() if grad and need else t)
-        params = []
-        for b, need in zip(layer.blobs, self._param_propagate_down[i]):
-            t = b.read_data()
-            if grad and need and layer.PARAM_GRADS:
-                t = t.detach().requires_grad_()
-            params.append(t)
-        with torch.set_grad_enabled(grad and layer.AUTOGRAD):
-            if self._autocast is None:
-                tops = layer.forward(bottoms, params)
-            else:
-                tops = self._forward_autocast(layer, bottoms, params)
+        bottoms, params, tops = self._compute_layer(i, grad)
         if tops is None:          # Input: its tops are what the user put there
             self._saved[i] = None
             return []
@@ -568,6 +553,37 @@ class Net:
             if w:
                 terms.append((w, t.detach().sum()))
         return terms
+
+    def _compute_layer(self, i, grad):
+        """Layer i's forward on its blobs' data, with a graph for backward when `grad`:
+        (bottoms, params, tops) as tensors."""
+        layer = self.layers[i]
+        bottoms = []
+        for name, need in zip(self._layer_bottoms[i], self._bottom_need_backward[i]):
+            t = self._blob_map[name].read_data()
+            bottoms.append(t.detach().requires_grad_() if grad and need else t)
+        params = []
+        for b, need in zip(layer.blobs, self._param_propagate_down[i]):
+            t = b.read_data()
+            if grad and need and layer.PARAM_GRADS:
+                t = t.detach().requires_grad_()
+            params.append(t)
+        with torch.set_grad_enabled(grad and layer.AUTOGRAD):
+            if self._autocast is None:
+                tops = layer.forward(bottoms, params)
+            else:
+                tops = self._forward_autocast(layer, bottoms, params)
+        return bottoms, params, tops
+
+    def _replay(self, i, layer):
+        """Backward with no forward before it (Caffe allows it: its backward reads whatever
+        the blobs hold): the layer's graph is built again from the blobs' data, its tops left
+        as they are. Not for layers whose forward draws random numbers or updates state."""
+        if not layer.REPLAYABLE:
+            raise RuntimeError(f"{layer.where}: backward before forward (its forward draws "
+                               "random numbers or updates statistics, so it is not replayed)")
+        with torch.enable_grad():
+            return self._compute_layer(i, True)
 
     def _forward_autocast(self, layer, bottoms, params):
         """layer.forward under torch.autocast (precision bf16). The tops go back to float32
@@ -591,8 +607,7 @@ class Net:
         if saved is None:
             if not self._layer_bottoms[i]:
                 return
-            raise RuntimeError(f"{layer.where}: backward before forward (or forward ran "
-                               "without gradients)")
+            saved = self._replay(i, layer)
         bottoms, params, tops = saved
         if layer.BACKWARD_READS_BLOBS:
             bottoms = [self._blob_map[n].read_data() for n in self._layer_bottoms[i]]

@@ -55,6 +55,7 @@ class ReLU(Layer):
 
 @register
 class Dropout(Layer):
+    REPLAYABLE = False      # the mask is drawn in forward
     TYPE = "Dropout"
     FIELDS = {"dropout_param": {"dropout_ratio"}}
     EXACT_BOTTOMS = 1

@@ -56,6 +56,9 @@ class Layer:
     # backward runs, as Caffe's does: an in-place layer's bottom then holds its top, and a later
     # in-place layer may have overwritten either. The Net passes those instead of the forward's.
     BACKWARD_READS_BLOBS = False
+    # False for layers whose forward draws random numbers or updates state (Dropout,
+    # BatchNorm, data layers): a backward with no forward before it cannot rebuild their graph.
+    REPLAYABLE = True
 
     def __init__(self, param, phase, device, where):
         self.layer_param = param

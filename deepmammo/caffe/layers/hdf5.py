@@ -151,6 +151,7 @@ class HDF5Data(Layer):
 
 @register
 class HDF5Output(Layer):
+    REPLAYABLE = False      # forward writes the file
     TYPE = "HDF5Output"
     FIELDS = {"hdf5_output_param": {"file_name"}}
     EXACT_BOTTOMS = 2

@@ -16,6 +16,7 @@ from deepmammo.caffe.proto import caffe_pb2 as pb
 
 @register
 class BatchNorm(Layer):
+    REPLAYABLE = False      # TRAIN forwards update the statistics
     TYPE = "BatchNorm"
     FIELDS = {"batch_norm_param": {"use_global_stats", "moving_average_fraction", "eps"}}
     EXACT_BOTTOMS = 1

@@ -92,6 +92,7 @@ class Pooling(Layer):
         super().__init__(*args)
         p = self.layer_param.pooling_param
         self.method = p.pool
+        self.REPLAYABLE = self.method != pb.PoolingParameter.STOCHASTIC   # draws in forward
         if len(self.layer_param.top) == 2 and self.method != pb.PoolingParameter.MAX:
             raise self.error("a second (mask) top needs MAX pooling")
         self.global_pooling = p.global_pooling

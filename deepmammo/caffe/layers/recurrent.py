@@ -90,6 +90,7 @@ def _refuse_cont_backward(layer, need_bottom, cont_index):
 
 class _Recurrent(Layer):
     """What RNN and LSTM share: bottoms and tops, checks, parameters, the carried state."""
+    REPLAYABLE = False      # each forward carries its final state into the next
     FIELDS = {"recurrent_param": {"num_output", "weight_filler", "bias_filler", "debug_info",
                                   "expose_hidden"}}
     NUM_STATES = 1          # recurrent state blobs: RNN h; LSTM h and c

@@ -45,6 +45,7 @@ class SPP(Layer):
         if p.pyramid_height < 1:
             raise self.error("pyramid_height must be at least 1")
         self.height = p.pyramid_height
+        self.REPLAYABLE = p.pool != pb.SPPParameter.STOCHASTIC   # draws in forward
         self._levels = {}        # (H, W) -> the inner Pooling layers
 
     def _pools(self, shape):
