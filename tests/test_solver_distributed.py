@@ -41,3 +41,30 @@ def test_two_gloo_workers_equal_one_worker_with_iter_size_2(real_caffe, tmp_path
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
     start = layer_blobs(read_caffemodel(weights))
     assert not np.allclose(got["ip1"][0], start["ip1"][0])
+
+
+def test_two_torchrun_nodes_train_as_one_and_say_so(tmp_path):
+    """Two `torchrun --nnodes 2` launches on this host, as two nodes of a cluster would run
+    them: both train, rank 0 logs every worker and snapshots."""
+    import subprocess
+    import sys
+
+    root = str(tmp_path)
+    net = make_data(root)
+    solver = write_solver(root, "nodes", SCHEDULE + " snapshot: 6", net)
+    port = str(distributed.free_port())
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    nodes = [subprocess.Popen(
+        [torchrun, "--nnodes", "2", "--node_rank", str(r), "--nproc_per_node", "1",
+         "--master_addr", "127.0.0.1", "--master_port", port,
+         "-m", "deepmammo", "train", "--solver", solver],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for r in (0, 1)]
+    outputs = [p.communicate(timeout=300)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outputs
+    with open(os.path.join(root, "train.log")) as f:      # beside the snapshots
+        first = [line.split("] ", 1)[1] for line in f.read().splitlines()[:3]]
+    assert first[0] == "Using 2 workers, backend gloo"
+    assert [line.split(":")[0] for line in first[1:]] == ["Worker 0", "Worker 1"]
+    assert os.path.isfile(os.path.join(root, "nodes_iter_6.caffemodel"))
