@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 
 def register(subparsers):
     """Add this stage's subcommands to the `deepmammo` parser."""
+    from deepmammo.caffe.tools_cli import register_tools
     from deepmammo.caffe.train_cli import register_train
     register_train(subparsers)
+    register_tools(subparsers)
 
     p = subparsers.add_parser("time", help="per-layer forward/backward timing (caffe time)")
     p.add_argument("--model", required=True, help="net .prototxt (built in the TRAIN phase)")
