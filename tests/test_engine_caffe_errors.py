@@ -7,7 +7,6 @@ import os
 import sys
 
 import pytest
-
 from userpaths import ROOT, error_line, run
 
 NET = """name: "tiny"
