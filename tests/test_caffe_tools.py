@@ -245,6 +245,10 @@ def test_convert_imageset_refusals_are_one_line(tmp_path):
     error_line("convert-imageset", proc.returncode, proc.stderr, "db", "exists")
     proc = dm("compute-mean", "nowhere", cwd=tmp_path, check=False)
     error_line("compute-mean", proc.returncode, proc.stderr, "nowhere")
+    proc = dm("convert-imageset", "imgs", "list.txt", "db2", cwd=tmp_path, check=False)
+    error_line("convert-imageset", proc.returncode, proc.stderr, "list.txt", "none of its 2",
+               "ends with a slash")
+    assert not (tmp_path / "db2").exists()
 
 
 # ------------------------------------------------------------------------- extract-features

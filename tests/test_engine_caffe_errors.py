@@ -93,6 +93,11 @@ def test_python_layer_beside_the_net_imports_without_pythonpath(project):
     assert "Optimization Done" in proc.stderr
     assert (project / "out" / "tiny_iter_2.caffemodel").is_file()
     no_temporaries(project)
+    # `deepmammo test --engine caffe` (pycaffe in this process) finds the module the same way
+    proc = run([sys.executable, "-m", "deepmammo", "test", "--engine", "caffe", "--model",
+                "nets/good.prototxt", "--weights", "out/tiny_iter_2.caffemodel",
+                "--iterations", "1"], cwd=project, env=user_env(), timeout=300)
+    assert "loss = " in proc.stdout
 
 
 def test_missing_python_module_is_one_line(project):

@@ -173,6 +173,11 @@ def convert_imageset(root, list_file, db_path, gray=False, shuffle=False, seed=N
             count += 1
             if count % _COMMIT_EVERY == 0:
                 log.info("Processed %d files.", count)
+        if entries and not count:
+            # Caffe would write an empty database; nothing could use it.
+            raise ImagesetError(f"{list_file}: none of its {len(entries)} images could be "
+                                f"read under {os.fspath(root)!r} (each path is appended to "
+                                "ROOT as it is, so ROOT usually ends with a slash)")
     if count % _COMMIT_EVERY != 0:
         log.info("Processed %d files.", count)
     return count

@@ -352,7 +352,17 @@ def cmd_test(args):
     if args.iterations < 1:
         raise ValueError("--iterations must be at least 1")
     if args.engine == "caffe":
+        import sys
+
         from deepmammo.caffe.real import import_caffe
+        # Caffe's parser would stop the process on a syntax error: name it with its line.
+        _check_nets_for_caffe(argparse.Namespace(net=args.model, train_net="", test_net=[]),
+                              args.model)
+        # A Python layer's module is imported as with `caffe train`: from the working folder
+        # or the net's folder too.
+        for folder in (os.path.dirname(os.path.abspath(args.model)), os.getcwd()):
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
         caffe = import_caffe()
         net = caffe.Net(args.model, caffe.TEST, level=args.level, stages=args.stage,
                         weights=args.weights)
