@@ -313,3 +313,35 @@ def test_device_query(tmp_path):
         assert "No cuda device present." in proc.stdout
         proc = dm("device-query", "--gpu", "0", cwd=tmp_path, check=False)
         error_line("device-query", proc.returncode, proc.stderr, "--gpu 0")
+
+
+def test_images_read_as_opencv_reads_them(tmp_path):
+    """cv::imread's conversions, on pixels worked by hand (the same conversions were checked
+    pixel for pixel against OpenCV 4.5 when this was written)."""
+    from PIL import Image
+
+    from deepmammo.caffe.formats.image import decode_image, read_image
+    Image.fromarray(np.array([[[10, 200, 30], [255, 0, 0]]], np.uint8)).save(tmp_path / "c.png")
+    # libpng's rgb_to_gray, 15-bit weights truncated: (10*9797 + 200*19234 + 30*3737) >> 15
+    assert read_image(tmp_path / "c.png", is_color=False).tolist() == [[123, 76]]
+    Image.fromarray(np.array([[[10, 200, 30], [255, 0, 0]]], np.uint8)).save(tmp_path / "c.bmp")
+    # other formats: cv::cvtColor's 14-bit weights, rounded
+    assert read_image(tmp_path / "c.bmp", is_color=False).tolist() == [[124, 76]]
+    assert read_image(tmp_path / "c.png").tolist() == [[[30, 200, 10], [0, 0, 255]]]
+    Image.fromarray(np.array([[0x1234, 0xFFFF]], np.uint16)).save(tmp_path / "w.png")
+    assert read_image(tmp_path / "w.png", is_color=False).tolist() == [[0x12, 0xFF]]
+    rgba = np.array([[[1, 2, 3, 4]]], np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    assert read_image(tmp_path / "a.png").tolist() == [[[3, 2, 1]]]
+    assert decode_image((tmp_path / "a.png").read_bytes()).tolist() == [[[3, 2, 1, 4]]]
+
+
+def test_resize_rounds_as_opencvs_vector_code():
+    """A column [117, 192] to 5 rows. Row 1 sits at 0.1: weights 1843 and 205 (of 2048), an
+    exact value of 124.507. OpenCV's vector code shifts each 22-bit row sum down by 4, keeps
+    the high 16 bits of each product ((14976 * 1843) >> 16 = 421, (24576 * 205) >> 16 = 76)
+    and rounds off 2 more bits: (421 + 76 + 2) >> 2 = 124, where exact rounding gives 125."""
+    from deepmammo.caffe.formats.image import resize_linear
+    column = np.array([[117], [192]], np.uint8)
+    assert resize_linear(column, 5, 1).ravel().tolist() == [117, 124, 155, 184, 192]
+    assert resize_linear(column, 2, 1).tolist() == column.tolist()

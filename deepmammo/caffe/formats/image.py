@@ -75,11 +75,9 @@ def read_image(path, is_color=True):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such image file")
-    image = _open(path, path)
-    return _as_cv(image, is_color)
-
-
-def _as_cv(image, is_color):
+    with open(path, "rb") as f:
+        data = f.read()
+    image = _open(io.BytesIO(data), path)
     wide = _eight_bit(image)
     if wide is not None:
         return np.repeat(wide[..., None], 3, axis=2) if is_color else wide
@@ -87,8 +85,7 @@ def _as_cv(image, is_color):
         if image.mode in ("L", "1"):
             return np.asarray(image.convert("L"))
         if image.format == "JPEG" and image.mode in ("RGB", "YCbCr", "CMYK"):
-            # libjpeg's own luma, as OpenCV's JPEG decoder asks for: reopen in draft mode.
-            return _jpeg_luma(image)
+            return _jpeg_luma(data)
         rgb = np.asarray(image.convert("RGB"))
         return _png_gray(rgb) if image.format == "PNG" else _bgr_gray_cv(rgb)
     if image.mode in ("L", "1", "LA"):
@@ -98,20 +95,12 @@ def _as_cv(image, is_color):
     return np.ascontiguousarray(rgb[..., ::-1])
 
 
-def _jpeg_luma(image):
-    Image = _pillow()
-    fp = image.fp if getattr(image, "fp", None) else None
-    filename = getattr(image, "filename", None)
-    data = None
-    if filename:
-        with open(filename, "rb") as f:
-            data = f.read()
-    elif fp is not None:
-        fp.seek(0)
-        data = fp.read()
-    again = Image.open(io.BytesIO(data))
-    again.draft("L", again.size)
-    return np.asarray(again.convert("L"))
+def _jpeg_luma(data):
+    """A colour JPEG decoded straight to grey by libjpeg (its Y channel), as OpenCV's JPEG
+    decoder asks for when reading grey."""
+    image = _pillow().open(io.BytesIO(data))
+    image.draft("L", image.size)
+    return np.asarray(image.convert("L"))
 
 
 def decode_image(data, where="image"):
