@@ -12,7 +12,7 @@ from userpaths import ROOT, error_line, run
 NET = """name: "tiny"
 layer { name: "data" type: "DummyData" top: "data" top: "label"
   dummy_data_param { shape { dim: 2 dim: 3 } shape { dim: LABELS }
-                     data_filler { type: "gaussian" } } }
+                     data_filler { type: "gaussian" } data_filler { type: "constant" value: 1 } } }
 layer { name: "py" type: "Python" bottom: "data" top: "doubled"
   python_param { module: "MODULE" layer: "Double" } }
 layer { name: "fc" type: "InnerProduct" bottom: "doubled" top: "fc"
