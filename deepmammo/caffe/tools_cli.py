@@ -32,7 +32,8 @@ def _flag(value):
 
 
 def _bool_option(parser, name, text):
-    parser.add_argument(name, nargs="?", const=True, default=False, type=_flag, help=text)
+    parser.add_argument(name, nargs="?", const=True, default=False, type=_flag,
+                        metavar="true|false", help=text)
 
 
 def register_tools(subparsers):
@@ -73,7 +74,7 @@ def register_tools(subparsers):
         "convert-imageset", help="images + list file -> LMDB of Datum (Caffe's "
                                  "convert_imageset)",
         description="LISTFILE holds lines `relative/path label`; each image ROOT + path is "
-                    "stored as a Datum (BGR, channels first) under the key %%08d_path.")
+                    "stored as a Datum (BGR, channels first) under the key %08d_path.")
     p.add_argument("root", help="folder the list's paths are relative to (joined as Caffe "
                                 "joins them, so end it with /)")
     p.add_argument("listfile", help="text file of `path label` lines")
