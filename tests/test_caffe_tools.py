@@ -121,8 +121,9 @@ def test_convert_imageset_gray_resize_and_our_data_layer_reads_it(tmp_path):
     import deepmammo.caffe as caffe
     expected = _images(tmp_path / "imgs")
     (tmp_path / "list.txt").write_text("ramp.png 3\nramp.png 4\n")
-    dm("convert-imageset", "imgs/", "list.txt", "db", "--gray", "--resize_height=1",
-       "--resize_width", "4", "--check_size", cwd=tmp_path)
+    # gflags' spellings, as Caffe's scripts write them, flags before the arguments
+    dm("convert-imageset", "-gray", "--resize_height=1", "-resize_width=4", "--check_size=true",
+       "--noshuffle", "--encoded=false", "imgs/", "list.txt", "db", cwd=tmp_path)
     got = records(tmp_path / "db")
     # cv::resize INTER_LINEAR of [0, 255] to 4 columns, worked by hand in OpenCV's fixed
     # point: weights (2048, 0), (1536, 512), (512, 1536), (0, 2048) give 0, 63.75 -> 64,
@@ -174,7 +175,7 @@ def test_convert_imageset_shuffle_is_caffes(real_caffe, tmp_path):
     _images(tmp_path / "imgs")
     names = ["a/colour.png", "grey.png", "ramp.png"] * 3
     (tmp_path / "list.txt").write_text("".join(f"{n} {i}\n" for i, n in enumerate(names)))
-    dm("convert-imageset", "imgs/", "list.txt", "db", "--shuffle", "--seed", 1701,
+    dm("convert-imageset", "--shuffle", "imgs/", "list.txt", "db", "--seed", 1701,
        cwd=tmp_path)
     order = caffe_shuffle(list(range(len(names))), CaffeRNG(1701))
     got = records(tmp_path / "db")

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def _flag(value):
-    """gflags' booleans: `--flag`, `--flag=true`, `--flag=false` (also 1/0, yes/no)."""
+    """gflags' boolean values: true/false (also 1/0, yes/no)."""
     text = str(value).strip().lower()
     if text in ("true", "1", "yes", "y", "t"):
         return True
@@ -32,8 +32,39 @@ def _flag(value):
 
 
 def _bool_option(parser, name, text):
-    parser.add_argument(name, nargs="?", const=True, default=False, type=_flag,
-                        metavar="true|false", help=text)
+    parser.add_argument(name, action="store_true", help=text + " (also --NAME=true|false)")
+
+
+def _accept_gflags(parser):
+    """Let `parser` take the command lines written for Caffe's gflags tools as well:
+    `-flag` for `--flag`, and for boolean flags `--flag=true|false` and `--noflag`."""
+    booleans = {a.option_strings[0][2:] for a in parser._actions
+                if isinstance(a, argparse._StoreTrueAction) and a.option_strings}
+    longs = {s[2:] for a in parser._actions for s in a.option_strings if s.startswith("--")}
+    original = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        rewritten = []
+        for arg in args if args is not None else []:
+            if arg.startswith("-") and not arg.startswith("--") and \
+                    arg[1:].split("=", 1)[0] in longs:
+                arg = "-" + arg
+            name, eq, value = arg[2:].partition("=")
+            if arg.startswith("--") and name in booleans and eq:
+                try:
+                    on = _flag(value)
+                except argparse.ArgumentTypeError as exc:
+                    parser.error(f"--{name}: {exc}")
+                if on:
+                    rewritten.append("--" + name)
+                continue
+            if arg.startswith("--no") and arg[4:] in booleans:
+                continue
+            rewritten.append(arg)
+        return original(rewritten if args is not None else args, namespace)
+
+    parser.parse_known_args = parse_known_args
+    return parser
 
 
 def register_tools(subparsers):
@@ -69,6 +100,7 @@ def register_tools(subparsers):
     p.add_argument("output", nargs="?", help="mean .binaryproto (optional, as in Caffe)")
     p.add_argument("--backend", choices=("lmdb",), default="lmdb")
     p.set_defaults(func=cmd_compute_mean)
+    _accept_gflags(p)
 
     p = subparsers.add_parser(
         "convert-imageset", help="images + list file -> LMDB of Datum (Caffe's "
@@ -92,6 +124,7 @@ def register_tools(subparsers):
     p.add_argument("--encode_type", default="", help="encode as this type (png, jpg, ...)")
     p.add_argument("--backend", choices=("lmdb",), default="lmdb")
     p.set_defaults(func=cmd_convert_imageset)
+    _accept_gflags(p)
 
     p = subparsers.add_parser(
         "extract-features", help="blobs of a net over N batches -> LMDB of Datum "
