@@ -12,8 +12,8 @@ import sys
 CAFFE_VERSION = "1.0.0+git20180821.99bd997-8"
 
 
-class CaffeNotBuilt(RuntimeError):
-    pass
+class CaffeNotBuilt(RuntimeError, FileNotFoundError):
+    """No finished build: a user's error (`make caffe` fixes it), reported in one line."""
 
 
 def _cache_dir():
