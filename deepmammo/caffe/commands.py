@@ -21,10 +21,12 @@ log = logging.getLogger(__name__)
 
 def register(subparsers):
     """Add this stage's subcommands to the `deepmammo` parser."""
+    from deepmammo.caffe.tools_cli import register_tools
     from deepmammo.caffe.train_cli import register_train
     register_train(subparsers)
     from deepmammo.caffe.pycaffe_cli import register as register_pycaffe
     register_pycaffe(subparsers)    # pycaffe, draw
+    register_tools(subparsers)
 
     p = subparsers.add_parser("time", help="per-layer forward/backward timing (caffe time)")
     p.add_argument("--model", required=True, help="net .prototxt (built in the TRAIN phase)")
@@ -116,11 +118,14 @@ def run_caffe_time(model, iterations, gpu=None, echo=True):
     from deepmammo.cli import CLIError
     if gpu is not None:
         raise CLIError("the real-Caffe build here is CPU-only: drop --gpu with --engine caffe")
-    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
+    from deepmammo.caffe.real_train import failure_summary, python_path
+    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0",
+               PYTHONPATH=python_path([os.path.dirname(os.path.abspath(model))]))
     cmd = [caffe_tool(), "time", "-model", model, "-iterations", str(iterations)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        raise CLIError(f"caffe time failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        raise CLIError(f"{model}: real Caffe's `caffe time` stopped: "
+                       f"{failure_summary(proc.stderr.splitlines())}")
     messages = [m.group(1) for m in map(_CAFFE_LINE.search, proc.stderr.splitlines()) if m]
     start = next((i for i, m in enumerate(messages) if m.startswith("Average time per layer")), 0)
     report = messages[start:]

@@ -12,8 +12,8 @@ import sys
 CAFFE_VERSION = "1.0.0+git20180821.99bd997-8"
 
 
-class CaffeNotBuilt(RuntimeError):
-    pass
+class CaffeNotBuilt(RuntimeError, FileNotFoundError):
+    """No finished build: a user's error (`make caffe` fixes it), reported in one line."""
 
 
 def _cache_dir():
@@ -51,6 +51,7 @@ def import_caffe():
     return caffe
 
 
-def caffe_tool():
-    """Path of the `caffe` command-line tool of the build."""
-    return os.path.join(find_build(), "build", "tools", "caffe")
+def caffe_tool(name="caffe"):
+    """Path of one of the build's command-line tools: `caffe`, or upgrade_net_proto_text,
+    upgrade_net_proto_binary, upgrade_solver_proto_text, extract_features."""
+    return os.path.join(find_build(), "build", "tools", name)

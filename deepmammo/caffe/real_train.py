@@ -9,6 +9,7 @@ current iteration (and snapshots, as its tool does).
 """
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,8 +21,9 @@ from deepmammo.caffe.parse_log import ITERATION, solver_rows
 from deepmammo.caffe.train_log import csv_path_for
 
 
-class CaffeTrainError(RuntimeError):
-    """Real Caffe's training stopped with an error (its last error lines are in the message)."""
+class CaffeTrainError(ValueError):
+    """Real Caffe's training stopped with an error: the message names the user's solver and
+    says what Caffe said (its fatal line, or the Python exception a Python layer raised)."""
 
 
 def caffe_command(solver_path, snapshot=None):
@@ -32,26 +34,118 @@ def caffe_command(solver_path, snapshot=None):
     return cmd
 
 
-def _environment():
+def python_path(net_folders=()):
+    """The PYTHONPATH Caffe's child gets, so that Python layers import as in pycaffe: the
+    current folder and the folders of the net prototxts (where a layer's module usually
+    sits), the user's own PYTHONPATH, real pycaffe (`import caffe` in a layer module), and
+    this interpreter's site-packages (the tool embeds the system Python, which would not see
+    a virtual environment's numpy)."""
+    import site
+
+    from deepmammo.caffe.real import find_build
+    entries = [os.getcwd()] + [os.path.abspath(f) for f in net_folders]
+    entries += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    entries.append(os.path.join(find_build(), "src", "python"))
+    entries += site.getsitepackages()
+    if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
+        entries.append(site.getusersitepackages())
+    unique = []
+    for entry in entries:
+        if entry not in unique:
+            unique.append(entry)
+    return os.pathsep.join(unique)
+
+
+def _environment(net_folders=()):
     env = dict(os.environ)
     # The log is the run's record (and what the CSV is parsed from): every INFO line, on the
     # stream the parent reads, whatever a quieter setting in the caller's environment says.
     env["GLOG_logtostderr"] = "1"
     env["GLOG_minloglevel"] = "0"
+    env["PYTHONPATH"] = python_path(net_folders)
     return env
 
 
-def run_caffe_train(solver_path, log_path, max_iter=None, snapshot=None, echo=True):
+# glog's line prefix: severity, date (mmdd, or yyyymmdd in newer glog), time, thread, file:line.
+_GLOG = re.compile(r"^([IWEF])\d{4}(?:\d{4})? \d\d:\d\d:\d\d\.\d+\s+\d+ [^\]]*\] ?(.*)$")
+_PROTOBUF = re.compile(r"^\[libprotobuf (?:ERROR|FATAL) [^\]]*\] (.*)$")
+_PYTHON_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit)(?:: .*)?$")
+_CREATING_LAYER = re.compile(r"Creating [Ll]ayer (\S+)")
+_NET_FILE = re.compile(r"net \(#\d+\) specified by net file: (\S+)|net from net file: (\S+)")
+
+
+def failure_summary(lines):
+    """What Caffe's child said when it stopped, in one line: its fatal glog line (with the
+    protobuf parser's complaint before it, if any), else the exception a Python layer raised,
+    else its last error line; then, if the nets were still being set up, which layer of which
+    net file."""
+    fatal, protobuf, python, errors, terminate = None, [], None, [], None
+    layer = net_file = None
+    scaffolding_done = False
+    for line in lines:
+        m = _GLOG.match(line)
+        if m:
+            severity, message = m.groups()
+            if severity == "F" and fatal is None:
+                fatal = message
+            elif severity == "E":
+                errors.append(message)
+            if "Solver scaffolding done" in message:
+                scaffolding_done = True
+            hit = _CREATING_LAYER.search(message)
+            if hit:
+                layer = hit.group(1)
+            hit = _NET_FILE.search(message)
+            if hit:
+                net_file = hit.group(1) or hit.group(2)
+            continue
+        m = _PROTOBUF.match(line)
+        if m:
+            protobuf.append(m.group(1))
+        elif _PYTHON_EXCEPTION.match(line.strip()):
+            python = line.strip()
+        elif line.startswith("terminate called after throwing") and terminate is None:
+            terminate = line.strip()
+    if fatal is not None:
+        what = fatal + (f" ({'; '.join(protobuf)})" if protobuf else "")
+    elif python is not None:
+        what = python
+    elif terminate is not None and "error_already_set" in terminate:
+        # Caffe lets an exception of a Python layer's own code end the process unprinted.
+        what = ("a Python layer raised an exception, which Caffe's tool does not print (run "
+                "the net in pycaffe, or with --engine torch, to see it)")
+    elif errors:
+        what = errors[-1]
+    elif terminate is not None:
+        what = terminate
+    else:
+        # The last line that is not part of glog's stack dump.
+        what = next((line.strip() for line in reversed(lines) if line.strip() and not
+                     line.lstrip().startswith(("@", "***", "PC:"))), "no output")
+    if not scaffolding_done and layer is not None:
+        where = f"layer {layer!r}" + (f" of {net_file}" if net_file else "")
+        what += f" (setting up {where})"
+    if python is not None and fatal is None:
+        what += ("; Python layer modules are imported from the current folder, the net "
+                 "prototxt's folder and PYTHONPATH")
+    return what
+
+
+def run_caffe_train(solver_path, log_path, max_iter=None, snapshot=None, echo=True,
+                    source=None, net_folders=()):
     """Run `caffe train` on `solver_path`; the log goes to `log_path` (appended) and stderr,
-    train_log.csv beside the log. Returns the child's exit status (0), else raises."""
+    train_log.csv beside the log. Returns the child's exit status (0), else raises a
+    CaffeTrainError naming `source` (the user's solver, when `solver_path` is a temporary
+    copy of it) and what Caffe said. `net_folders` go on the child's PYTHONPATH."""
+    source = source or solver_path
     cmd = caffe_command(solver_path, snapshot)
     os.makedirs(os.path.dirname(os.path.abspath(log_path)) or ".", exist_ok=True)
-    lines, errors = [], []
+    lines = []
     show_bar = echo and sys.stderr.isatty()
     bar = tqdm(total=max_iter, desc="caffe train", unit="it", disable=not show_bar,
                leave=False, file=sys.stderr)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=_environment())
+                            stdin=subprocess.DEVNULL, env=_environment(net_folders))
     interrupted = False
     try:
         with open(log_path, "a", encoding="utf-8") as log_file:
@@ -70,8 +164,6 @@ def run_caffe_train(solver_path, log_path, max_iter=None, snapshot=None, echo=Tr
                 log_file.write(line + "\n")
                 log_file.flush()
                 lines.append(line)
-                if line.startswith(("E", "F")) or "Check failed" in line:
-                    errors.append(line)
                 if echo:
                     if show_bar:
                         bar.write(line, file=sys.stderr)
@@ -92,9 +184,8 @@ def run_caffe_train(solver_path, log_path, max_iter=None, snapshot=None, echo=Tr
     if interrupted:
         raise KeyboardInterrupt
     if rc != 0:
-        last = errors[-3:] or lines[-3:]
-        raise CaffeTrainError(f"real Caffe's `caffe train --solver={solver_path}` failed "
-                              f"(exit status {rc}): " + " | ".join(last))
+        what = failure_summary(lines).replace(os.fspath(solver_path), os.fspath(source))
+        raise CaffeTrainError(f"{source}: real Caffe's `caffe train` stopped: {what}")
     return rc
 
 

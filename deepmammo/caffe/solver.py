@@ -32,9 +32,6 @@ TRAIN, TEST = pb.TRAIN, pb.TEST
 # Losses kept on the device between two read-backs at most (display: 0 never reads them).
 _MAX_PENDING_LOSSES = 1000
 
-_LEGACY_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad",
-                 "RMSPROP": "RMSProp", "ADADELTA": "AdaDelta", "ADAM": "Adam"}
-
 
 class SolverError(ValueError):
     """A solver prototxt or solverstate that Caffe would refuse; the message names the file."""
@@ -60,12 +57,11 @@ def read_solver_param(param, source=None):
     else:
         param = copy.deepcopy(param)
         source = source or "<solver>"
-    if param.HasField("solver_type"):
-        if param.HasField("type"):
-            raise SolverError(f"{source}: give the solver type by `type` or by the legacy "
-                              "`solver_type`, not both")
-        param.type = _LEGACY_TYPES[pb.SolverParameter.SolverType.Name(param.solver_type)]
-        param.ClearField("solver_type")
+    from deepmammo.caffe.formats.upgrade import UpgradeError, upgrade_solver
+    try:
+        upgrade_solver(param, source)
+    except UpgradeError as exc:
+        raise SolverError(str(exc)) from None
     if os.path.isfile(source):
         if not param.HasField("snapshot_prefix"):
             param.snapshot_prefix = os.path.splitext(source)[0]

@@ -280,14 +280,34 @@ def _train_real_caffe(args):
     param = _prepared_param(args)
     param.solver_mode = param.CPU
     log_path = args.log or _default_log(param)
+    net_folders = _check_nets_for_caffe(param, args.solver)
     path = _write_temp_solver(param, args.solver)
     try:
         logger.info("training with real Caffe: log %s (CSV: %s)", log_path,
                     csv_path_for(log_path))
-        run_caffe_train(path, log_path, max_iter=param.max_iter, snapshot=args.snapshot)
+        run_caffe_train(path, log_path, max_iter=param.max_iter, snapshot=args.snapshot,
+                        source=args.solver, net_folders=net_folders)
     finally:
         os.remove(path)
     return 0
+
+
+def _check_nets_for_caffe(param, solver):
+    """The folders of the solver's net files, each read as Caffe reads it (relative to the
+    working directory) and parsed first, so that a net Caffe's parser would refuse is named
+    with its line and column; a missing one is named with the solver that names it."""
+    from deepmammo.caffe.formats.prototxt import _parse, _read
+    from deepmammo.caffe.proto import caffe_pb2 as pb
+    folders = []
+    for net in [param.net, param.train_net, *param.test_net]:
+        if not net:
+            continue
+        if not os.path.isfile(net):
+            raise FileNotFoundError(f"{solver}: net file {net!r} not found (real Caffe opens "
+                                    f"it relative to the working directory {os.getcwd()!r})")
+        _parse(_read(net), pb.NetParameter(), net)
+        folders.append(os.path.dirname(os.path.abspath(net)))
+    return folders
 
 
 def _use_gpu(index):
@@ -332,7 +352,17 @@ def cmd_test(args):
     if args.iterations < 1:
         raise ValueError("--iterations must be at least 1")
     if args.engine == "caffe":
+        import sys
+
         from deepmammo.caffe.real import import_caffe
+        # Caffe's parser would stop the process on a syntax error: name it with its line.
+        _check_nets_for_caffe(argparse.Namespace(net=args.model, train_net="", test_net=[]),
+                              args.model)
+        # A Python layer's module is imported as with `caffe train`: from the working folder
+        # or the net's folder too.
+        for folder in (os.path.dirname(os.path.abspath(args.model)), os.getcwd()):
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
         caffe = import_caffe()
         net = caffe.Net(args.model, caffe.TEST, level=args.level, stages=args.stage,
                         weights=args.weights)
