@@ -3,24 +3,7 @@ weights and inputs: forward tops, backward bottom and parameter diffs agree to f
 (about 1e-5 relative), blob and layer lists (Split names included) are identical."""
 import numpy as np
 import pytest
-
-from deepmammo.caffe.crosscheck import crosscheck
-
-TOL = 2e-5
-
-
-def _net(body, shape=(2, 3, 9, 9), force_backward=True, extra_inputs=""):
-    dims = " ".join(f"dim: {d}" for d in shape)
-    head = f'name: "t"\nforce_backward: {"true" if force_backward else "false"}\n'
-    head += f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ {dims} }} }} }}\n'
-    return head + extra_inputs + body
-
-
-def _check(real, text, phase=1, **kw):
-    report = crosscheck(real, text, phase, **kw)
-    assert report.worst() < TOL, report
-    return report
-
+from layer_nets import check, layer_net
 
 CONV = {
     "basic": 'num_output: 4 kernel_size: 3 pad: 1',
@@ -32,20 +15,24 @@ CONV = {
 }
 
 
+def _net(body, shape=(2, 3, 9, 9), force_backward=True, extra_inputs=""):
+    return layer_net(body, shape, force_backward, extra_inputs)
+
+
 @pytest.mark.parametrize("variant", sorted(CONV))
 def test_convolution(real_caffe, variant):
     shape = (2, 6, 9, 9) if variant == "group" else (2, 3, 9, 9)
     body = f'layer {{ name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param {{ {CONV[variant]} }} }}'
     if variant == "group":
         body = body.replace("group: 3", "group: 2")
-    _check(real_caffe, _net(body, shape))
+    check(real_caffe, _net(body, shape))
 
 
 def test_convolution_two_bottoms_share_weights(real_caffe):
     body = ('layer { name: "d2" type: "Input" top: "d2" input_param { shape { dim: 2 dim: 3 dim: 9 dim: 9 } } }\n'
             'layer { name: "c" type: "Convolution" bottom: "data" bottom: "d2" top: "c1" top: "c2" '
             'convolution_param { num_output: 2 kernel_size: 3 } }')
-    _check(real_caffe, _net(body))
+    check(real_caffe, _net(body))
 
 
 POOL = {
@@ -75,7 +62,7 @@ POOL = {
 def test_pooling(real_caffe, variant):
     method, spec, shape = POOL[variant]
     body = f'layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param {{ pool: {method} {spec} }} }}'
-    _check(real_caffe, _net(body, shape))
+    check(real_caffe, _net(body, shape))
 
 
 def test_pooling_max_stride_beyond_kernel_keeps_window(real_caffe):
@@ -84,7 +71,7 @@ def test_pooling_max_stride_beyond_kernel_keeps_window(real_caffe):
     # Forward only against Caffe: its backward writes through the -1 mask (out of bounds).
     body = ('layer { name: "p" type: "Pooling" bottom: "data" top: "p" top: "mask" '
             'pooling_param { pool: MAX kernel_size: 2 stride: 3 } }')
-    report = _check(real_caffe, _net(body, (1, 2, 9, 9)), backward=False)
+    report = check(real_caffe, _net(body, (1, 2, 9, 9)), backward=False)
     net = report.ours
     assert net.blobs["p"].shape == (1, 2, 4, 4)
     assert net.blobs["p"].data[0, 0, 3, 3] < -1e38 and net.blobs["mask"].data[0, 0, 3, 3] == -1
@@ -101,14 +88,14 @@ def test_pooling_max_stride_beyond_kernel_keeps_window(real_caffe):
 def test_pooling_mask_top(real_caffe):
     body = ('layer { name: "p" type: "Pooling" bottom: "data" top: "p" top: "mask" '
             'pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }')
-    _check(real_caffe, _net(body, (2, 2, 8, 8)))
+    check(real_caffe, _net(body, (2, 2, 8, 8)))
 
 
 def test_pooling_ave_stride_beyond_kernel(real_caffe):
     # Caffe divides an empty window's zero sum by its (empty) size: NaN, kept in place.
     body = ('layer { name: "p" type: "Pooling" bottom: "data" top: "p" '
             'pooling_param { pool: AVE kernel_size: 2 stride: 3 } }')
-    report = _check(real_caffe, _net(body, (1, 2, 9, 9)))
+    report = check(real_caffe, _net(body, (1, 2, 9, 9)))
     assert np.isnan(report.ours.blobs["p"].data[0, 0, 3, 3])
 
 
@@ -123,7 +110,7 @@ LRN = {
 @pytest.mark.parametrize("variant", sorted(LRN))
 def test_lrn(real_caffe, variant):
     body = f'layer {{ name: "n" type: "LRN" bottom: "data" top: "n" lrn_param {{ {LRN[variant]} }} }}'
-    _check(real_caffe, _net(body, (2, 7, 6, 5)), inputs={"data": np.random.RandomState(3).randn(2, 7, 6, 5).astype(np.float32) * 2})
+    check(real_caffe, _net(body, (2, 7, 6, 5)), inputs={"data": np.random.RandomState(3).randn(2, 7, 6, 5).astype(np.float32) * 2})
 
 
 @pytest.mark.parametrize("phase,spec", [(1, ""), (0, ""), (0, "moving_average_fraction: 0.9 eps: 0.001"),
@@ -131,12 +118,12 @@ def test_lrn(real_caffe, variant):
 def test_batchnorm(real_caffe, phase, spec):
     body = (f'layer {{ name: "bn" type: "BatchNorm" bottom: "data" top: "bn" batch_norm_param {{ {spec} }} }}\n'
             'layer { name: "sc" type: "Scale" bottom: "bn" top: "bn" scale_param { bias_term: true } }')
-    _check(real_caffe, _net(body, (3, 4, 5, 5)), phase=phase)
+    check(real_caffe, _net(body, (3, 4, 5, 5)), phase=phase)
 
 
 def test_batchnorm_2d_input_in_place(real_caffe):
     body = 'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "data" }'
-    _check(real_caffe, _net(body, (6, 4)), phase=0)
+    check(real_caffe, _net(body, (6, 4)), phase=0)
 
 
 SCALE = {
@@ -152,14 +139,14 @@ SCALE = {
 @pytest.mark.parametrize("variant", sorted(SCALE))
 def test_scale(real_caffe, variant):
     body = f'layer {{ name: "s" type: "Scale" bottom: "data" top: "s" scale_param {{ {SCALE[variant]} }} }}'
-    _check(real_caffe, _net(body, (2, 3, 4, 5)))
+    check(real_caffe, _net(body, (2, 3, 4, 5)))
 
 
 def test_scale_second_bottom(real_caffe):
     extra = 'layer { name: "g" type: "Input" top: "g" input_param { shape { dim: 2 dim: 3 } } }\n'
     body = ('layer { name: "s" type: "Scale" bottom: "data" bottom: "g" top: "s" '
             'scale_param { axis: 0 bias_term: true } }')
-    _check(real_caffe, _net(body, (2, 3, 4, 5), extra_inputs=extra))
+    check(real_caffe, _net(body, (2, 3, 4, 5), extra_inputs=extra))
 
 
 IP = {
@@ -174,7 +161,7 @@ IP = {
 @pytest.mark.parametrize("variant", sorted(IP))
 def test_inner_product(real_caffe, variant):
     body = f'layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param {{ {IP[variant]} }} }}'
-    _check(real_caffe, _net(body, (2, 3, 4, 5)))
+    check(real_caffe, _net(body, (2, 3, 4, 5)))
 
 
 @pytest.mark.parametrize("slope", [0.0, 0.1, -0.5, 2.0])
@@ -183,7 +170,7 @@ def test_relu(real_caffe, slope, in_place):
     top = "c" if in_place else "r"
     body = ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 3 kernel_size: 3 } }\n'
             f'layer {{ name: "r" type: "ReLU" bottom: "c" top: "{top}" relu_param {{ negative_slope: {slope} }} }}')
-    _check(real_caffe, _net(body))
+    check(real_caffe, _net(body))
 
 
 @pytest.mark.parametrize("slope", [0.0, -0.5])
@@ -192,13 +179,13 @@ def test_relu_in_place_then_sign_change_in_place(real_caffe, slope):
     body = ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 3 kernel_size: 3 } }\n'
             f'layer {{ name: "r" type: "ReLU" bottom: "c" top: "c" relu_param {{ negative_slope: {slope} }} }}\n'
             'layer { name: "p" type: "Power" bottom: "c" top: "c" power_param { shift: -0.3 } }')
-    _check(real_caffe, _net(body))
+    check(real_caffe, _net(body))
 
 
 def test_dropout_test_phase_is_identity(real_caffe):
     body = ('layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 6 } }\n'
             'layer { name: "drop" type: "Dropout" bottom: "ip" top: "ip" dropout_param { dropout_ratio: 0.3 } }')
-    _check(real_caffe, _net(body), phase=1)
+    check(real_caffe, _net(body), phase=1)
 
 
 def test_concat_eltwise_flatten_split_silence(real_caffe):
@@ -220,7 +207,7 @@ layer { name: "split" type: "Split" bottom: "sum" top: "s1" top: "s2" }
 layer { name: "prod3" type: "Eltwise" bottom: "s1" bottom: "s2" top: "prod3" eltwise_param { operation: PROD } }
 layer { name: "quiet" type: "Silence" bottom: "prod2" }
 '''
-    _check(real_caffe, _net(body, (2, 3, 4, 5)))
+    check(real_caffe, _net(body, (2, 3, 4, 5)))
 
 
 def test_eltwise_max_ties_follow_caffe(real_caffe):
@@ -230,13 +217,13 @@ def test_eltwise_max_ties_follow_caffe(real_caffe):
     body = 'layer { name: "max" type: "Eltwise" bottom: "data" bottom: "d2" bottom: "d3" top: "max" eltwise_param { operation: MAX } }'
     inputs = {"data": np.array([[1, 2, 3, 0]], np.float32), "d2": np.array([[1, 1, 3, 0]], np.float32),
               "d3": np.array([[0, 2, 3, 0]], np.float32)}
-    _check(real_caffe, _net(body, (1, 4), extra_inputs=extra), inputs=inputs)
+    check(real_caffe, _net(body, (1, 4), extra_inputs=extra), inputs=inputs)
 
 
 @pytest.mark.parametrize("axis,shape", [(1, (3, 5)), (1, (2, 3, 4, 2)), (2, (2, 3, 4, 2)), (-1, (2, 3, 4))])
 def test_softmax(real_caffe, axis, shape):
     body = f'layer {{ name: "sm" type: "Softmax" bottom: "data" top: "sm" softmax_param {{ axis: {axis} }} }}'
-    _check(real_caffe, _net(body, shape))
+    check(real_caffe, _net(body, shape))
 
 
 def _labels_input(shape):
@@ -263,14 +250,14 @@ def test_softmax_with_loss(real_caffe, variant):
     body = ('layer { name: "ip" type: "Convolution" bottom: "data" top: "ip" convolution_param { num_output: 4 kernel_size: 1 } }\n'
             f'layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" {SWL[variant]} }}')
     text = _net(body, (2, 3, 3, 2), force_backward=False, extra_inputs=_labels_input((2, 1, 3, 2)))
-    _check(real_caffe, text, phase=0, inputs={"label": labels})
+    check(real_caffe, text, phase=0, inputs={"label": labels})
 
 
 def test_softmax_with_loss_all_ignored_normaliser_is_at_least_one(real_caffe):
     labels = np.full((4,), 1, np.float32)
     body = ('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "data" bottom: "label" top: "loss" '
             'loss_param { ignore_label: 1 } }')
-    _check(real_caffe, _net(body, (4, 3), extra_inputs=_labels_input((4,))), phase=0,
+    check(real_caffe, _net(body, (4, 3), extra_inputs=_labels_input((4,))), phase=0,
            inputs={"label": labels})
 
 
@@ -281,7 +268,7 @@ def test_accuracy_with_ties(real_caffe, spec):
     scores = rs.randint(0, 3, size=(12, 4)).astype(np.float32)   # many ties
     labels = rs.randint(0, 4, size=(12,)).astype(np.float32)
     body = f'layer {{ name: "acc" type: "Accuracy" bottom: "data" bottom: "label" top: "acc" {spec} }}'
-    report = _check(real_caffe, _net(body, (12, 4), force_backward=False, extra_inputs=_labels_input((12,))),
+    report = check(real_caffe, _net(body, (12, 4), force_backward=False, extra_inputs=_labels_input((12,))),
                     inputs={"data": scores, "label": labels}, backward=False)
     assert report.errors["data:acc"] == 0.0
 
@@ -290,7 +277,7 @@ def test_accuracy_spatial_axis(real_caffe):
     rs = np.random.RandomState(4)
     labels = rs.randint(0, 3, size=(2, 1, 2, 2)).astype(np.float32)
     body = 'layer { name: "acc" type: "Accuracy" bottom: "data" bottom: "label" top: "acc" }'
-    _check(real_caffe, _net(body, (2, 3, 2, 2), force_backward=False, extra_inputs=_labels_input((2, 1, 2, 2))),
+    check(real_caffe, _net(body, (2, 3, 2, 2), force_backward=False, extra_inputs=_labels_input((2, 1, 2, 2))),
            inputs={"label": labels}, backward=False)
 
 
@@ -298,7 +285,7 @@ def test_euclidean_loss(real_caffe):
     extra = 'layer { name: "target" type: "Input" top: "target" input_param { shape { dim: 3 dim: 4 } } }\n'
     body = ('layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 4 } }\n'
             'layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "target" top: "loss" loss_weight: 0.7 }')
-    _check(real_caffe, _net(body, (3, 2, 2, 2), extra_inputs=extra), phase=0)
+    check(real_caffe, _net(body, (3, 2, 2, 2), extra_inputs=extra), phase=0)
 
 
 INCEPTION = '''
@@ -336,7 +323,7 @@ def test_inception_module(real_caffe, phase, force_backward):
     labels = np.array([0, 2, 1, 2], np.float32)
     text = _net(INCEPTION, (4, 3, 17, 17), force_backward=force_backward,
                 extra_inputs=_labels_input((4,)))
-    report = _check(real_caffe, text, phase=phase, inputs={"label": labels})
+    report = check(real_caffe, text, phase=phase, inputs={"label": labels})
     # Caffe's Split layers: norm1 feeds four branches, classifier three readers at TEST.
     names = list(report.ours.blobs)
     assert "norm1_norm1_0_split_3" in names
@@ -356,5 +343,6 @@ def test_max_pooling_ties_go_to_the_first_maximum(real_caffe, spec):
     x = np.maximum(np.random.RandomState(0).randn(2, 3, 9, 9), 0).astype(np.float32)
     x[0, 0, :4, :4] = 1.0
     body = f'layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" top: "mask" pooling_param {{ pool: MAX {spec} }} }}'
-    report = _check(real_caffe, _net(body, (2, 3, 9, 9)), inputs={"data": x})
+    report = check(real_caffe, _net(body, (2, 3, 9, 9)), inputs={"data": x})
     assert report.errors["diff:data"] == 0.0 and report.errors["data:mask"] == 0.0
+

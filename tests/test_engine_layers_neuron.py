@@ -7,29 +7,16 @@ diff they read: those are Caffe's numbers, and ours.
 """
 import numpy as np
 import pytest
+from layer_nets import check, input_layer, layer_net
 
 import deepmammo.caffe as ours
-from deepmammo.caffe.crosscheck import crosscheck
 from deepmammo.caffe.netstate import NetError
 
-TOL = 2e-5
 SHAPE = (2, 3, 4, 5)
 
 
-def _input(name, shape):
-    dims = " ".join(f"dim: {d}" for d in shape)
-    return f'layer {{ name: "{name}" type: "Input" top: "{name}" input_param {{ shape {{ {dims} }} }} }}\n'
-
-
 def _net(body, shape=SHAPE, force_backward=True, extra_inputs=""):
-    head = f'name: "t"\nforce_backward: {"true" if force_backward else "false"}\n'
-    return head + _input("data", shape) + extra_inputs + body
-
-
-def _check(real, text, phase=1, **kw):
-    report = crosscheck(real, text, phase, **kw)
-    assert report.worst() < TOL, report
-    return report
+    return layer_net(body, shape, force_backward, extra_inputs)
 
 
 def _values(seed=11, shape=SHAPE, scale=2.0, special=()):
@@ -103,7 +90,7 @@ NEURON = {
 def test_neuron(real_caffe, variant, in_place):
     kind, spec, x = NEURON[variant]
     body = _layer(kind, spec, top="data" if in_place else "n")
-    _check(real_caffe, _net(body), phase=0 if in_place else 1, inputs={"data": x})
+    check(real_caffe, _net(body), phase=0 if in_place else 1, inputs={"data": x})
 
 
 def test_absval_in_place_is_refused(tmp_path):
@@ -123,7 +110,7 @@ def test_neuron_after_a_learned_layer(real_caffe, kind, spec, in_place):
     body = ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
             'convolution_param { num_output: 3 kernel_size: 3 pad: 1 } }\n')
     body += _layer(kind, spec, bottom="c", top="c" if in_place else "n")
-    _check(real_caffe, _net(body, (2, 2, 5, 4)), phase=0)
+    check(real_caffe, _net(body, (2, 2, 5, 4)), phase=0)
 
 
 @pytest.mark.parametrize("first,second", [
@@ -138,7 +125,7 @@ def test_in_place_chain_reads_the_overwritten_blob(real_caffe, first, second):
     # Caffe's backward of the first layer reads the blob the second one overwrote.
     body = _layer(first, top="data", name="a")
     body += f'layer {{ name: "b" {second} bottom: "data" top: "data" }}\n'
-    _check(real_caffe, _net(body), phase=0)
+    check(real_caffe, _net(body), phase=0)
 
 
 @pytest.mark.parametrize("kind", ["Sigmoid", "TanH", "ELU"])
@@ -148,20 +135,20 @@ def test_in_place_dropout_after_it_at_train(real_caffe, kind):
     body += 'layer { name: "d" type: "Dropout" bottom: "data" top: "data" dropout_param { dropout_ratio: 0.4 } }\n'
     real_caffe.set_random_seed(3)
     ours.set_random_seed(3)
-    report = _check(real_caffe, _net(body), phase=0)
+    report = check(real_caffe, _net(body), phase=0)
     assert (report.ours.blobs["data"].data == 0).any()
 
 
 def test_non_in_place_top_overwritten_later(real_caffe):
     body = _layer("Sigmoid", top="s", name="a")
     body += 'layer { name: "b" type: "Scale" bottom: "s" top: "s" scale_param { bias_term: true } }\n'
-    _check(real_caffe, _net(body))
+    check(real_caffe, _net(body))
 
 
 @pytest.mark.parametrize("spec", ["", "prelu_param { channel_shared: true }"])
 def test_prelu_in_place_twice_accumulates_slope_diff(real_caffe, spec):
     # Caffe adds to the slope's diff: a second backward doubles it.
-    report = _check(real_caffe, _net(_layer("PReLU", spec, top="data")), phase=0)
+    report = check(real_caffe, _net(_layer("PReLU", spec, top="data")), phase=0)
     for net in (report.ours, report.real):
         net.blobs["data"].diff[...] = np.float32(0.5)
         net.backward()
@@ -177,7 +164,7 @@ def test_threshold(real_caffe, threshold, in_place):
     # Caffe has no Threshold backward: forward only (no loss, no force_backward).
     x = _values(special=(0.0, 0.5, -1.0, 0.4999, 0.5001, -1.0001))
     body = _layer("Threshold", threshold, top="data" if in_place else "n")
-    report = _check(real_caffe, _net(body, force_backward=False), inputs={"data": x})
+    report = check(real_caffe, _net(body, force_backward=False), inputs={"data": x})
     top = report.ours.blobs["data" if in_place else "n"].data
     assert set(np.unique(top)) <= {0.0, 1.0}
 
@@ -189,7 +176,7 @@ def _write(tmp_path, text):
 
 
 def test_threshold_backward_is_refused_where_needed(tmp_path):
-    extra = _input("target", (2, 3, 4, 5))
+    extra = input_layer("target", (2, 3, 4, 5))
     body = ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
             'convolution_param { num_output: 3 kernel_size: 1 } }\n'
             + _layer("Threshold", bottom="c", top="t")
@@ -284,11 +271,11 @@ BIAS = {
 @pytest.mark.parametrize("variant", sorted(BIAS))
 def test_bias(real_caffe, variant, in_place):
     spec, bshape = BIAS[variant]
-    extra = _input("b", bshape) if bshape else ""
+    extra = input_layer("b", bshape) if bshape else ""
     bottoms = 'bottom: "data" bottom: "b"' if bshape else 'bottom: "data"'
     top = "data" if in_place else "y"
     body = f'layer {{ name: "n" type: "Bias" {bottoms} top: "{top}" {spec} }}\n'
-    _check(real_caffe, _net(body, extra_inputs=extra), phase=0 if in_place else 1)
+    check(real_caffe, _net(body, extra_inputs=extra), phase=0 if in_place else 1)
 
 
 @pytest.mark.parametrize("spec,bshape,message", [
@@ -299,7 +286,7 @@ def test_bias(real_caffe, variant, in_place):
     ("bias_param { axis: 3 }", (5, 2), "extends past"),
 ])
 def test_bias_checks(tmp_path, spec, bshape, message):
-    extra = _input("b", bshape) if bshape else ""
+    extra = input_layer("b", bshape) if bshape else ""
     bottoms = 'bottom: "data" bottom: "b"' if bshape else 'bottom: "data"'
     body = f'layer {{ name: "n" type: "Bias" {bottoms} top: "y" {spec} }}\n'
     with pytest.raises(NetError, match=message):
@@ -328,11 +315,11 @@ SCALE = {
 @pytest.mark.parametrize("variant", sorted(SCALE))
 def test_scale(real_caffe, variant, in_place):
     spec, gshape = SCALE[variant]
-    extra = _input("g", gshape) if gshape else ""
+    extra = input_layer("g", gshape) if gshape else ""
     bottoms = 'bottom: "data" bottom: "g"' if gshape else 'bottom: "data"'
     top = "data" if in_place else "y"
     body = f'layer {{ name: "n" type: "Scale" {bottoms} top: "{top}" {spec} }}\n'
-    _check(real_caffe, _net(body, extra_inputs=extra), phase=0 if in_place else 1)
+    check(real_caffe, _net(body, extra_inputs=extra), phase=0 if in_place else 1)
 
 
 @pytest.mark.parametrize("variant", ["axis0_one", "axis0_two", "all", "scalar", "negative_axis",
@@ -342,7 +329,7 @@ def test_scale_param_diff_accumulates_or_not_as_caffe(real_caffe, variant):
     # the bottom) and adds to it otherwise: a second backward shows which.
     spec, _ = SCALE[variant]
     body = f'layer {{ name: "n" type: "Scale" bottom: "data" top: "y" {spec} }}\n'
-    report = _check(real_caffe, _net(body))
+    report = check(real_caffe, _net(body))
     diff = np.random.RandomState(9).randn(*SHAPE).astype(np.float32)
     for net in (report.ours, report.real):
         net.blobs["y"].diff[...] = diff
@@ -353,9 +340,9 @@ def test_scale_param_diff_accumulates_or_not_as_caffe(real_caffe, variant):
 
 def test_scale_scalar_second_bottom_ignores_axis(real_caffe):
     # A scalar gamma sits at axis 0 whatever axis says (here beyond the bottom's axes).
-    extra = _input("g", ())
+    extra = input_layer("g", ())
     body = 'layer { name: "n" type: "Scale" bottom: "data" bottom: "g" top: "y" scale_param { axis: 3 } }\n'
-    _check(real_caffe, _net(body, extra_inputs=extra))
+    check(real_caffe, _net(body, extra_inputs=extra))
 
 
 # ---------------------------------------------------------------- MVN
@@ -378,7 +365,7 @@ def test_mvn(real_caffe, variant, in_place, shape):
     # In place, Caffe's top (and so the shared blob) is 4-D from construction on.
     x = (_values(shape=shape, scale=3) + 1.5).reshape(shape + (1,) * (4 - len(shape)) if in_place
                                                        else shape)
-    report = _check(real_caffe, _net(body, shape), phase=0 if in_place else 1, inputs={"data": x})
+    report = check(real_caffe, _net(body, shape), phase=0 if in_place else 1, inputs={"data": x})
     assert report.ours.blobs[top].data.ndim == 4
 
 
@@ -387,7 +374,7 @@ def test_mvn(real_caffe, variant, in_place, shape):
 def test_mvn_then_in_place_scale(real_caffe, variant, phase):
     body = (f'layer {{ name: "n" type: "MVN" bottom: "data" top: "y" {MVN[variant]} }}\n'
             'layer { name: "s" type: "Scale" bottom: "y" top: "y" scale_param { bias_term: true } }\n')
-    _check(real_caffe, _net(body), phase=phase)
+    check(real_caffe, _net(body), phase=phase)
 
 
 def test_mvn_refuses_five_axes(tmp_path):
@@ -398,7 +385,7 @@ def test_mvn_refuses_five_axes(tmp_path):
 # ---------------------------------------------------------------- Embed
 def _embed_net(spec, shape, force_backward=False):
     top_shape = shape + (spec[1],)
-    extra = _input("target", top_shape)
+    extra = input_layer("target", top_shape)
     body = (f'layer {{ name: "n" type: "Embed" bottom: "data" top: "e" embed_param {{ '
             f'num_output: {spec[1]} input_dim: {spec[0]} {spec[2]} }} }}\n'
             'layer { name: "loss" type: "EuclideanLoss" bottom: "e" bottom: "target" top: "loss" }\n')
@@ -418,7 +405,7 @@ def test_embed(real_caffe, variant, phase):
     spec, shape = EMBED[variant]
     index = np.random.RandomState(3).randint(0, spec[0], size=shape).astype(np.float32)
     index.reshape(-1)[:2] = (0, spec[0] - 1)
-    report = _check(real_caffe, _embed_net(spec, shape), phase=phase, inputs={"data": index})
+    report = check(real_caffe, _embed_net(spec, shape), phase=phase, inputs={"data": index})
     assert report.ours.params["n"][0].diff.any()
 
 
@@ -446,7 +433,7 @@ def test_embed_indices_get_no_gradient(tmp_path):
             'embed_param { num_output: 2 input_dim: 5 } }\n'
             'layer { name: "loss" type: "EuclideanLoss" bottom: "e" bottom: "target" top: "loss" }\n')
     net = ours.Net(_write(tmp_path, _net(body, (2, 3), force_backward=False,
-                                         extra_inputs=_input("target", (2, 4, 2)))), ours.TRAIN)
+                                         extra_inputs=input_layer("target", (2, 4, 2)))), ours.TRAIN)
     net.params["c"][0].data[...] = 0.0
     net.params["c"][1].data[...] = 1.0
     net.forward()
@@ -459,3 +446,4 @@ def test_embed_checks(tmp_path):
         body = f'layer {{ name: "n" type: "Embed" bottom: "data" top: "e" embed_param {{ {spec} }} }}\n'
         with pytest.raises(NetError, match=message):
             ours.Net(_write(tmp_path, _net(body, (2,))), ours.TEST)
+

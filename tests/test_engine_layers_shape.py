@@ -16,30 +16,16 @@ import textwrap
 
 import numpy as np
 import pytest
+from layer_nets import check, input_layer, layer_net
 
 import deepmammo.caffe as ours
-from deepmammo.caffe.crosscheck import crosscheck
 from deepmammo.caffe.layers.spp import level_geometry
 from deepmammo.caffe.netstate import NetError
 from deepmammo.caffe.rng import CaffeRNG
 
-TOL = 2e-5
-
-
-def _input(name, shape):
-    dims = " ".join(f"dim: {d}" for d in shape)
-    return f'layer {{ name: "{name}" type: "Input" top: "{name}" input_param {{ shape {{ {dims} }} }} }}\n'
-
 
 def _net(body, shape=(2, 3, 4, 5), force_backward=True, extra_inputs=""):
-    head = f'name: "t"\nforce_backward: {"true" if force_backward else "false"}\n'
-    return head + _input("data", shape) + extra_inputs + body
-
-
-def _check(real, text, phase=1, **kw):
-    report = crosscheck(real, text, phase, **kw)
-    assert report.worst() < TOL, report
-    return report
+    return layer_net(body, shape, force_backward, extra_inputs)
 
 
 def _ours(text, phase=1):
@@ -84,7 +70,7 @@ RESHAPE = {
 def test_reshape(real_caffe, variant):
     spec, expected = RESHAPE[variant]
     body = f'layer {{ name: "r" type: "Reshape" bottom: "data" top: "r" reshape_param {{ {spec} }} }}'
-    report = _check(real_caffe, _net(body))
+    report = check(real_caffe, _net(body))
     assert report.ours.blobs["r"].shape == expected
 
 
@@ -114,13 +100,13 @@ def test_slice(real_caffe, variant):
     spec, tops, shape = SLICE[variant]
     names = " ".join(f'top: "s{i}"' for i in range(tops))
     body = f'layer {{ name: "s" type: "Slice" bottom: "data" {names} slice_param {{ {spec} }} }}'
-    _check(real_caffe, _net(body, shape))
+    check(real_caffe, _net(body, shape))
 
 
 def test_slice_one_top_in_place(real_caffe):
     body = ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 kernel_size: 1 } }\n'
             'layer { name: "s" type: "Slice" bottom: "c" top: "c" slice_param { axis: 2 } }')
-    _check(real_caffe, _net(body))
+    check(real_caffe, _net(body))
 
 
 def test_slice_refusals():
@@ -139,7 +125,7 @@ def test_slice_refusals():
                                         ("axis: 1 tiles: 1", (3, 2))])
 def test_tile(real_caffe, spec, shape):
     body = f'layer {{ name: "t" type: "Tile" bottom: "data" top: "t" tile_param {{ {spec} }} }}'
-    _check(real_caffe, _net(body, shape))
+    check(real_caffe, _net(body, shape))
 
 
 def test_tile_refusals():
@@ -164,14 +150,14 @@ CROP = {
 def test_crop(real_caffe, variant):
     spec, ref_shape = CROP[variant]
     body = f'layer {{ name: "crop" type: "Crop" bottom: "data" bottom: "ref" top: "crop" crop_param {{ {spec} }} }}'
-    report = _check(real_caffe, _net(body, (2, 3, 7, 8), extra_inputs=_input("ref", ref_shape)))
+    report = check(real_caffe, _net(body, (2, 3, 7, 8), extra_inputs=input_layer("ref", ref_shape)))
     assert report.ours.blobs["crop"].shape[-2:] == tuple(ref_shape[-2:])
     assert not report.ours.blobs["ref"].diff.any()
 
 
 def test_crop_refusals():
     body = 'layer {{ name: "crop" type: "Crop" bottom: "data" bottom: "ref" top: "crop" crop_param {{ {} }} }}'
-    ref = _input("ref", (2, 3, 4, 5))
+    ref = input_layer("ref", (2, 3, 4, 5))
     _refused(_net(body.format("offset: 1 offset: 2 offset: 3"), (2, 3, 7, 8), extra_inputs=ref),
              "number of offset values")
     _refused(_net(body.format("offset: 4"), (2, 3, 7, 8), extra_inputs=ref), "out-of-bounds")
@@ -182,18 +168,18 @@ def test_batch_reindex(real_caffe):
     # Index input read as floats truncated to int; repeated items sum their diffs.
     # No force_backward (Caffe aborts when asked for the index's diff): a learnable layer
     # below makes the data need backward.
-    extra = _input("idx", (6,))
+    extra = input_layer("idx", (6,))
     body = (_CONV + 'layer { name: "r" type: "BatchReindex" bottom: "c" bottom: "idx" top: "r" }\n'
             + _sumsq_loss("r"))
     idx = np.array([2, 0, 2, 1, 0.7, 2.9], np.float32)
-    report = _check(real_caffe, _net(body, (3, 2, 2, 3), force_backward=False, extra_inputs=extra),
+    report = check(real_caffe, _net(body, (3, 2, 2, 3), force_backward=False, extra_inputs=extra),
                     phase=0, inputs={"idx": idx})
     assert report.ours.blobs["r"].shape == (6, 2, 2, 3)
     assert report.ours.blobs["c"].diff.any()
 
 
 def test_batch_reindex_refuses_index_backward_and_bad_indices():
-    extra = _input("idx", (2,))
+    extra = input_layer("idx", (2,))
     body = 'layer { name: "r" type: "BatchReindex" bottom: "data" bottom: "idx" top: "r" }'
     net = _ours(_net(body, (3, 2), extra_inputs=extra))
     net.blobs["idx"].data[...] = [0, 3]
@@ -203,17 +189,17 @@ def test_batch_reindex_refuses_index_backward_and_bad_indices():
     net.forward()
     with pytest.raises(NetError, match="cannot backpropagate to the index"):
         net.backward()
-    _refused(_net(body, (3, 2), extra_inputs=_input("idx", (2, 1))), "1-D")
+    _refused(_net(body, (3, 2), extra_inputs=input_layer("idx", (2, 1))), "1-D")
 
 
 # ---------------------------------------------------------------- Filter
 def test_filter(real_caffe):
-    extra = _input("sel", (5, 1))
+    extra = input_layer("sel", (5, 1))
     body = (_CONV + 'layer { name: "d2" type: "Parameter" top: "d2" parameter_param { shape { dim: 5 dim: 4 } } }\n'
             'layer { name: "f" type: "Filter" bottom: "c" bottom: "d2" bottom: "sel" top: "f1" top: "f2" }\n'
             + _sumsq_loss("f1", "l1") + _sumsq_loss("f2", "l2"))
     sel = np.array([[0], [1.5], [0], [-2], [1]], np.float32)
-    report = _check(real_caffe, _net(body, (5, 3, 2, 2), force_backward=False, extra_inputs=extra),
+    report = check(real_caffe, _net(body, (5, 3, 2, 2), force_backward=False, extra_inputs=extra),
                     phase=0, inputs={"sel": sel})
     net = report.ours
     assert net.blobs["f1"].shape == (3, 2, 2, 2) and net.blobs["f2"].shape == (3, 4)
@@ -224,19 +210,19 @@ def test_filter(real_caffe):
 
 
 def test_filter_one_bottom_1d_selector(real_caffe):
-    extra = _input("sel", (4,))
+    extra = input_layer("sel", (4,))
     body = ('layer { name: "c" type: "InnerProduct" bottom: "data" top: "c" inner_product_param { num_output: 2 } }\n'
             'layer { name: "f" type: "Filter" bottom: "c" bottom: "sel" top: "f" }\n' + _sumsq_loss("f"))
-    _check(real_caffe, _net(body, (4, 3), force_backward=False, extra_inputs=extra), phase=0,
+    check(real_caffe, _net(body, (4, 3), force_backward=False, extra_inputs=extra), phase=0,
            inputs={"sel": np.array([1, 1, 0, 1], np.float32)})
 
 
 def test_filter_refusals():
-    extra = _input("sel", (2, 1))
+    extra = input_layer("sel", (2, 1))
     body = 'layer {{ name: "f" type: "Filter" bottom: "data" bottom: "sel" {} }}'
     _refused(_net(body.format('top: "a" top: "b"'), (2, 3), extra_inputs=extra), "one top per")
     _refused(_net(body.format('top: "f"'), (3, 3), extra_inputs=extra), "0th dimension")
-    _refused(_net(body.format('top: "f"'), (2, 3), extra_inputs=_input("sel", (2, 2))), "singletons")
+    _refused(_net(body.format('top: "f"'), (2, 3), extra_inputs=input_layer("sel", (2, 2))), "singletons")
     net = _ours(_net(body.format('top: "f"'), (2, 3), extra_inputs=extra))
     net.blobs["sel"].data[...] = [[1], [0]]
     net.forward()
@@ -248,7 +234,7 @@ def test_filter_refusals():
 def test_parameter(real_caffe):
     body = ('layer { name: "p" type: "Parameter" top: "p" parameter_param { shape { dim: 2 dim: 3 dim: 4 dim: 5 } } }\n'
             'layer { name: "prod" type: "Eltwise" bottom: "data" bottom: "p" top: "prod" eltwise_param { operation: PROD } }')
-    report = _check(real_caffe, _net(body))
+    report = check(real_caffe, _net(body))
     # The top shares the blob's data and diff: a second backward assigns the diff, as in Caffe.
     report.ours.backward()
     report.real.backward()
@@ -286,13 +272,13 @@ def test_reduction(real_caffe, variant):
     x = np.random.RandomState(8).randn(*shape).astype(np.float32)
     x.reshape(-1)[::5] = 0          # ASUM's sign(0) = 0
     body = f'layer {{ name: "r" type: "Reduction" bottom: "data" top: "r" reduction_param {{ {spec} }} }}'
-    _check(real_caffe, _net(body, shape), inputs={"data": x})
+    check(real_caffe, _net(body, shape), inputs={"data": x})
 
 
 def test_reduction_as_loss(real_caffe):
     body = ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 kernel_size: 1 } }\n'
             'layer { name: "r" type: "Reduction" bottom: "c" top: "r" reduction_param { operation: MEAN coeff: 2 } loss_weight: 0.7 }')
-    _check(real_caffe, _net(body, force_backward=False), phase=0)
+    check(real_caffe, _net(body, force_backward=False), phase=0)
 
 
 # ---------------------------------------------------------------- ArgMax
@@ -314,7 +300,7 @@ def test_argmax_with_ties(real_caffe, variant):
     # index of equal values first; the engine must give the same indices, exactly.
     x = np.random.RandomState(3).randint(0, 3, size=(2, 3, 4, 2)).astype(np.float32)
     body = f'layer {{ name: "am" type: "ArgMax" bottom: "data" top: "am" argmax_param {{ {ARGMAX[variant]} }} }}'
-    report = _check(real_caffe, _net(body, (2, 3, 4, 2), force_backward=False), inputs={"data": x},
+    report = check(real_caffe, _net(body, (2, 3, 4, 2), force_backward=False), inputs={"data": x},
                     backward=False)
     assert report.errors["data:am"] == 0.0
 
@@ -322,7 +308,7 @@ def test_argmax_with_ties(real_caffe, variant):
 def test_argmax_tie_order_is_highest_index_first(real_caffe):
     x = np.array([[1, 3, 3, 0, 3, 1]], np.float32)
     body = 'layer { name: "am" type: "ArgMax" bottom: "data" top: "am" argmax_param { top_k: 5 out_max_val: true } }'
-    report = _check(real_caffe, _net(body, (1, 6), force_backward=False), inputs={"data": x},
+    report = check(real_caffe, _net(body, (1, 6), force_backward=False), inputs={"data": x},
                     backward=False)
     np.testing.assert_array_equal(report.ours.blobs["am"].data,
                                   [[[4, 2, 1, 5, 0], [3, 3, 3, 1, 1]]])
@@ -367,7 +353,7 @@ IM2COL = {
 def test_im2col(real_caffe, variant):
     spec, shape = IM2COL[variant]
     body = f'layer {{ name: "col" type: "Im2col" bottom: "data" top: "col" convolution_param {{ {spec} }} }}'
-    report = _check(real_caffe, _net(body, shape))
+    report = check(real_caffe, _net(body, shape))
     assert report.errors["data:col"] == 0.0
 
 
@@ -401,7 +387,7 @@ DECONV = {
 def test_deconvolution(real_caffe, variant):
     spec, shape = DECONV[variant]
     body = f'layer {{ name: "d" type: "Deconvolution" bottom: "data" top: "d" convolution_param {{ {spec} }} }}'
-    report = _check(real_caffe, _net(body, shape))
+    report = check(real_caffe, _net(body, shape))
     p = report.ours.layer_dict["d"].layer_param.convolution_param
     n, c, h, w = shape
     k = report.ours.params["d"][0].shape
@@ -410,10 +396,10 @@ def test_deconvolution(real_caffe, variant):
 
 
 def test_deconvolution_two_bottoms_share_weights(real_caffe):
-    body = (_input("d2", (2, 2, 3, 3)) +
+    body = (input_layer("d2", (2, 2, 3, 3)) +
             'layer { name: "d" type: "Deconvolution" bottom: "data" bottom: "d2" top: "o1" top: "o2" '
             'convolution_param { num_output: 2 kernel_size: 3 stride: 2 } }')
-    _check(real_caffe, _net(body, (2, 2, 3, 3)))
+    check(real_caffe, _net(body, (2, 2, 3, 3)))
 
 
 @pytest.mark.parametrize("filler", ['type: "xavier"', 'type: "gaussian" std: 0.1', 'type: "msra" variance_norm: FAN_OUT'])
@@ -447,7 +433,7 @@ SPP = {
 def test_spp(real_caffe, variant, phase):
     spec, shape = SPP[variant]
     body = f'layer {{ name: "spp" type: "SPP" bottom: "data" top: "spp" spp_param {{ {spec} }} }}'
-    _check(real_caffe, _net(body, shape), phase=phase)
+    check(real_caffe, _net(body, shape), phase=phase)
 
 
 def test_spp_level_geometry():
@@ -586,7 +572,7 @@ def test_lrn_within_channel_in_place(real_caffe, spec):
     body = ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 3 kernel_size: 1 } }\n'
             f'layer {{ name: "n" type: "LRN" bottom: "c" top: "c" lrn_param {{ norm_region: WITHIN_CHANNEL {spec} }} }}')
     x = np.random.RandomState(3).randn(2, 2, 5, 4).astype(np.float32) * 2
-    _check(real_caffe, _net(body, (2, 2, 5, 4)), inputs={"data": x})
+    check(real_caffe, _net(body, (2, 2, 5, 4)), inputs={"data": x})
 
 
 def test_lrn_within_channel_in_place_backward_is_not_the_gradient(real_caffe):
@@ -595,7 +581,7 @@ def test_lrn_within_channel_in_place_backward_is_not_the_gradient(real_caffe):
                 (1, 2, 4, 4))
     diffs = []
     for top in ("data", "out"):
-        report = _check(real_caffe, text.replace("{}", top))
+        report = check(real_caffe, text.replace("{}", top))
         diffs.append(report.ours.blobs["data"].diff.copy())
     assert np.abs(diffs[0] - diffs[1]).max() > 1e-3
 
@@ -639,17 +625,17 @@ def test_eltwise(real_caffe, variant):
     spec, k = ELTWISE[variant]
     rs = np.random.RandomState(11)
     names = ["data"] + [f"d{i}" for i in range(1, k)]
-    extra = "".join(_input(n, (2, 3, 4)) for n in names[1:])
+    extra = "".join(input_layer(n, (2, 3, 4)) for n in names[1:])
     inputs = {n: rs.randint(-2, 3, size=(2, 3, 4)).astype(np.float32) for n in names}
     bottoms = " ".join(f'bottom: "{n}"' for n in names)
     body = f'layer {{ name: "e" type: "Eltwise" {bottoms} top: "e" eltwise_param {{ {spec} }} }}'
-    report = _check(real_caffe, _net(body, (2, 3, 4), extra_inputs=extra), inputs=inputs)
+    report = check(real_caffe, _net(body, (2, 3, 4), extra_inputs=extra), inputs=inputs)
     if "MAX" in spec:
         assert all(report.errors[f"diff:{n}"] == 0.0 for n in names)
 
 
 def test_eltwise_refusals():
-    extra = _input("d2", (2, 3))
+    extra = input_layer("d2", (2, 3))
     body = 'layer {{ name: "e" type: "Eltwise" bottom: "data" bottom: "d2" top: "{}" eltwise_param {{ {} }} }}'
     _refused(_net(body.format("data", ""), (2, 3), extra_inputs=extra), "same blob")
     _refused(_net(body.format("e", "operation: PROD coeff: 1 coeff: 2"), (2, 3), extra_inputs=extra),
@@ -672,20 +658,20 @@ CONCAT = {
 def test_concat(real_caffe, variant):
     spec, shapes = CONCAT[variant]
     names = ["data"] + [f"b{i}" for i in range(1, len(shapes))]
-    extra = "".join(_input(n, s) for n, s in zip(names[1:], shapes[1:]))
+    extra = "".join(input_layer(n, s) for n, s in zip(names[1:], shapes[1:]))
     bottoms = " ".join(f'bottom: "{n}"' for n in names)
     body = f'layer {{ name: "cat" type: "Concat" {bottoms} top: "cat" concat_param {{ {spec} }} }}'
-    _check(real_caffe, _net(body, shapes[0], extra_inputs=extra))
+    check(real_caffe, _net(body, shapes[0], extra_inputs=extra))
 
 
 def test_concat_one_bottom_in_place(real_caffe):
     body = ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 kernel_size: 1 } }\n'
             'layer { name: "cat" type: "Concat" bottom: "c" top: "c" }')
-    _check(real_caffe, _net(body))
+    check(real_caffe, _net(body))
 
 
 def test_concat_refusals():
-    extra = _input("b", (2, 3))
+    extra = input_layer("b", (2, 3))
     body = 'layer {{ name: "cat" type: "Concat" bottom: "data" bottom: "b" top: "{}" concat_param {{ {} }} }}'
     _refused(_net(body.format("data", ""), (2, 3), extra_inputs=extra), "same blob")
     _refused(_net(body.format("cat", "axis: 1 concat_dim: 1"), (2, 3), extra_inputs=extra), "not both")
@@ -707,7 +693,7 @@ FLATTEN = {
 def test_flatten(real_caffe, variant):
     spec, expected = FLATTEN[variant]
     body = f'layer {{ name: "f" type: "Flatten" bottom: "data" top: "f" flatten_param {{ {spec} }} }}'
-    report = _check(real_caffe, _net(body, (2, 3, 2, 2)))
+    report = check(real_caffe, _net(body, (2, 3, 2, 2)))
     assert report.ours.blobs["f"].shape == expected
 
 
@@ -725,7 +711,7 @@ def test_split_and_silence(real_caffe):
             'layer { name: "sum" type: "Eltwise" bottom: "s1" bottom: "s2" top: "sum" eltwise_param { coeff: 2 coeff: -1 } }\n'
             'layer { name: "one" type: "Split" bottom: "sum" top: "one" }\n'
             'layer { name: "quiet" type: "Silence" bottom: "s3" bottom: "data" }')
-    report = _check(real_caffe, _net(body))
+    report = check(real_caffe, _net(body))
     assert not report.ours.blobs["s3"].diff.any()
     assert report.ours.blobs["data"].diff.any()
 
@@ -733,7 +719,7 @@ def test_split_and_silence(real_caffe):
 def test_silence_zeros_diffs(real_caffe):
     body = ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 kernel_size: 1 } }\n'
             'layer { name: "quiet" type: "Silence" bottom: "c" }')
-    report = _check(real_caffe, _net(body))
+    report = check(real_caffe, _net(body))
     assert not report.ours.blobs["data"].diff.any()
     assert not report.ours.params["c"][0].diff.any()
 
@@ -742,7 +728,7 @@ def test_parameter_diff_is_assigned_through_iter_size(real_caffe, tmp_path):
     # Caffe's Parameter top shares the blob's diff, which the layer above assigns on every
     # pass: with iter_size 2 the update uses the last pass's gradient, halved, not the sum.
     net = tmp_path / "p.prototxt"
-    net.write_text('name: "p"\n' + _input("t", (3, 4)) +
+    net.write_text('name: "p"\n' + input_layer("t", (3, 4)) +
                    'layer { name: "p" type: "Parameter" top: "p" parameter_param { shape { dim: 3 dim: 4 } } }\n'
                    'layer { name: "loss" type: "EuclideanLoss" bottom: "p" bottom: "t" top: "loss" }\n')
     solver = tmp_path / "solver.prototxt"
@@ -767,9 +753,9 @@ def test_parameter_diff_is_assigned_through_iter_size(real_caffe, tmp_path):
 
 
 IN_PLACE_REFUSED = {
-    "Crop": ('bottom: "data" bottom: "ref" top: "data"', "", _input("ref", (2, 3, 2, 2))),
-    "BatchReindex": ('bottom: "data" bottom: "idx" top: "data"', "", _input("idx", (2,))),
-    "Filter": ('bottom: "data" bottom: "sel" top: "data"', "", _input("sel", (2,))),
+    "Crop": ('bottom: "data" bottom: "ref" top: "data"', "", input_layer("ref", (2, 3, 2, 2))),
+    "BatchReindex": ('bottom: "data" bottom: "idx" top: "data"', "", input_layer("idx", (2,))),
+    "Filter": ('bottom: "data" bottom: "sel" top: "data"', "", input_layer("sel", (2,))),
     "Reduction": ('bottom: "data" top: "data"', "", ""),
     "ArgMax": ('bottom: "data" top: "data"', "", ""),
     "Im2col": ('bottom: "data" top: "data"', "convolution_param { kernel_size: 1 }", ""),
@@ -783,3 +769,4 @@ def test_in_place_refused_where_caffe_reads_a_resized_bottom(kind):
     blobs, param, extra = IN_PLACE_REFUSED[kind]
     body = f'layer {{ name: "x" type: "{kind}" {blobs} {param} }}'
     _refused(_net(body, (2, 3, 4, 4), extra_inputs=extra), "same blob")
+
