@@ -150,7 +150,7 @@ def test_bad_solver_field_names_the_solver(project):
 
 
 def test_failure_summary_reads_glog_and_python_lines():
-    from deepmammo.caffe.real_train import failure_summary
+    from deepmammo.caffe.real_log import failure_summary
     lines = [
         "I0000 00:00:01.000000  7 solver.cpp:87] Creating training net from net file: n.pt",
         "I0000 00:00:01.000000  7 net.cpp:86] Creating Layer conv",

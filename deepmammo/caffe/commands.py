@@ -118,14 +118,15 @@ def run_caffe_time(model, iterations, gpu=None, echo=True):
     from deepmammo.cli import CLIError
     if gpu is not None:
         raise CLIError("the real-Caffe build here is CPU-only: drop --gpu with --engine caffe")
-    from deepmammo.caffe.real_train import failure_summary, python_path
+    from deepmammo.caffe.real_log import failure_summary, signal_name
+    from deepmammo.caffe.real_train import python_path
     env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0",
                PYTHONPATH=python_path([os.path.dirname(os.path.abspath(model))]))
     cmd = [caffe_tool(), "time", "-model", model, "-iterations", str(iterations)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        raise CLIError(f"{model}: real Caffe's `caffe time` stopped: "
-                       f"{failure_summary(proc.stderr.splitlines())}")
+        what = failure_summary(proc.stderr.splitlines(), signal_name(proc.returncode))
+        raise CLIError(f"{model}: real Caffe's `caffe time` stopped: {what}")
     messages = [m.group(1) for m in map(_CAFFE_LINE.search, proc.stderr.splitlines()) if m]
     start = next((i for i, m in enumerate(messages) if m.startswith("Average time per layer")), 0)
     report = messages[start:]

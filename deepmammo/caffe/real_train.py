@@ -9,7 +9,6 @@ current iteration (and snapshots, as its tool does).
 """
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from tqdm import tqdm
 
 from deepmammo.atomic import write_csv
 from deepmammo.caffe.parse_log import ITERATION, solver_rows
+from deepmammo.caffe.real_log import failure_summary, signal_name
 from deepmammo.caffe.train_log import csv_path_for
 
 
@@ -64,71 +64,6 @@ def _environment(net_folders=()):
     env["GLOG_minloglevel"] = "0"
     env["PYTHONPATH"] = python_path(net_folders)
     return env
-
-
-# glog's line prefix: severity, date (mmdd, or yyyymmdd in newer glog), time, thread, file:line.
-_GLOG = re.compile(r"^([IWEF])\d{4}(?:\d{4})? \d\d:\d\d:\d\d\.\d+\s+\d+ [^\]]*\] ?(.*)$")
-_PROTOBUF = re.compile(r"^\[libprotobuf (?:ERROR|FATAL) [^\]]*\] (.*)$")
-_PYTHON_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit)(?:: .*)?$")
-_CREATING_LAYER = re.compile(r"Creating [Ll]ayer (\S+)")
-_NET_FILE = re.compile(r"net \(#\d+\) specified by net file: (\S+)|net from net file: (\S+)")
-
-
-def failure_summary(lines):
-    """What Caffe's child said when it stopped, in one line: its fatal glog line (with the
-    protobuf parser's complaint before it, if any), else the exception a Python layer raised,
-    else its last error line; then, if the nets were still being set up, which layer of which
-    net file."""
-    fatal, protobuf, python, errors, terminate = None, [], None, [], None
-    layer = net_file = None
-    scaffolding_done = False
-    for line in lines:
-        m = _GLOG.match(line)
-        if m:
-            severity, message = m.groups()
-            if severity == "F" and fatal is None:
-                fatal = message
-            elif severity == "E":
-                errors.append(message)
-            if "Solver scaffolding done" in message:
-                scaffolding_done = True
-            hit = _CREATING_LAYER.search(message)
-            if hit:
-                layer = hit.group(1)
-            hit = _NET_FILE.search(message)
-            if hit:
-                net_file = hit.group(1) or hit.group(2)
-            continue
-        m = _PROTOBUF.match(line)
-        if m:
-            protobuf.append(m.group(1))
-        elif _PYTHON_EXCEPTION.match(line.strip()):
-            python = line.strip()
-        elif line.startswith("terminate called after throwing") and terminate is None:
-            terminate = line.strip()
-    if fatal is not None:
-        what = fatal + (f" ({'; '.join(protobuf)})" if protobuf else "")
-    elif python is not None:
-        what = python
-    elif terminate is not None and "error_already_set" in terminate:
-        # Caffe lets an exception of a Python layer's own code end the process unprinted.
-        what = ("a Python layer raised an exception, which Caffe's tool does not print (run "
-                "the net in pycaffe, or with --engine torch, to see it)")
-    elif errors:
-        what = errors[-1]
-    elif terminate is not None:
-        what = terminate
-    else:
-        # The last line that is not part of glog's stack dump.
-        what = next((line.strip() for line in reversed(lines) if line.strip() and not
-                     line.lstrip().startswith(("@", "***", "PC:"))), "no output")
-    if not scaffolding_done and layer is not None:
-        where = f"layer {layer!r}" + (f" of {net_file}" if net_file else "")
-        what += f" (setting up {where})"
-    if python is not None and fatal is None:
-        what += ("; Python layer modules are imported from the current folder, the net "
-                 "prototxt's folder and PYTHONPATH")
-    return what
 
 
 def run_caffe_train(solver_path, log_path, max_iter=None, snapshot=None, echo=True,
@@ -184,7 +119,7 @@ def run_caffe_train(solver_path, log_path, max_iter=None, snapshot=None, echo=Tr
     if interrupted:
         raise KeyboardInterrupt
     if rc != 0:
-        what = failure_summary(lines).replace(os.fspath(solver_path), os.fspath(source))
+        what = failure_summary(lines, signal_name(rc)).replace(os.fspath(solver_path), os.fspath(source))
         raise CaffeTrainError(f"{source}: real Caffe's `caffe train` stopped: {what}")
     return rc
 

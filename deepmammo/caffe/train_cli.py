@@ -352,20 +352,14 @@ def cmd_test(args):
     if args.iterations < 1:
         raise ValueError("--iterations must be at least 1")
     if args.engine == "caffe":
-        import sys
-
-        from deepmammo.caffe.real import import_caffe
+        from deepmammo.caffe import real_child
         # Caffe's parser would stop the process on a syntax error: name it with its line.
         _check_nets_for_caffe(argparse.Namespace(net=args.model, train_net="", test_net=[]),
                               args.model)
-        # A Python layer's module is imported as with `caffe train`: from the working folder
-        # or the net's folder too.
-        for folder in (os.path.dirname(os.path.abspath(args.model)), os.getcwd()):
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
-        caffe = import_caffe()
-        net = caffe.Net(args.model, caffe.TEST, level=args.level, stages=args.stage,
-                        weights=args.weights)
+        # In a child process: a CHECK failing in Caffe ends as an error naming the file.
+        means, loss = real_child.run(_score_real_caffe, args.model, args.weights,
+                                     args.iterations, args.level, list(args.stage),
+                                     source=args.model)
     else:
         import deepmammo.caffe as caffe
         from deepmammo.caffe.formats.prototxt import read_net
@@ -378,7 +372,7 @@ def cmd_test(args):
         from deepmammo.caffe.solver import build_net
         net = build_net(net_param, args.model)
         net.copy_from(args.weights)
-    means, loss = score(net, args.iterations, log=logger.debug)
+        means, loss = score(net, args.iterations, log=logger.debug)
     logger.info("Loss: %g", loss)
     for name, value in means.items():
         print(f"{name} = {value:g}")
@@ -387,3 +381,20 @@ def cmd_test(args):
         write_text(args.output, json.dumps({"outputs": means, "loss": loss,
                                             "iterations": args.iterations}, indent=2))
     return 0
+
+
+def _score_real_caffe(model, weights, iterations, level, stages):
+    """`score` of the TEST net of `model` with `weights`, in real pycaffe (run in a child
+    process by cmd_test)."""
+    import sys
+
+    from deepmammo.caffe.real import import_caffe
+    from deepmammo.caffe.real_child import open_net
+    # A Python layer's module is imported as with `caffe train`: from the working folder or
+    # the net's folder too.
+    for folder in (os.path.dirname(os.path.abspath(model)), os.getcwd()):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    caffe = import_caffe()
+    net = open_net(caffe, model, weights, caffe.TEST, level=level, stages=stages)
+    return score(net, iterations, log=logger.debug)

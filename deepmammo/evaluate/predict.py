@@ -25,6 +25,17 @@ def caffe_module(engine):
     raise ValueError("unknown engine %r (torch or caffe)" % engine)
 
 
+def with_engine(engine, func, *args, source=None, **kwargs):
+    """func(caffe, *args, **kwargs), `caffe` being pycaffe's API on `engine`. Real Caffe runs
+    in a child process (deepmammo.caffe.real_child): a CHECK failing in it ends as an error
+    naming the file it was reading (else `source`), not as the end of this process. `func`
+    must be importable by name (a module's function)."""
+    from deepmammo.caffe import real_child
+    if engine == "caffe" and not real_child.inside():
+        return real_child.run(with_engine, engine, func, *args, source=source, **kwargs)
+    return func(caffe_module(engine), *args, **kwargs)
+
+
 def check_precision(precision, engine, gpu):
     """Refuse, before any work, a precision the engine or device cannot run."""
     from deepmammo.caffe.train_cli import check_precision_request

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from deepmammo.atomic import write_text
+from deepmammo.caffe import real_child
 from deepmammo.evaluate import external, predict, runinfo
 from deepmammo.evaluate.bootstrap import bootstrap_ci
 from deepmammo.evaluate.calibration import rows_reliability
@@ -89,7 +90,12 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
     criteria: the validation metrics that choose the snapshot; a test evaluation takes the ones
     its validation results recorded (asking for others is an error: one choice per run).
     precision: fp32 (Caffe's numbers), tf32 or bf16 for our engine (see predict.set_precision).
+    engine caffe runs in a child process (deepmammo.caffe.real_child): a CHECK failing in
+    real Caffe ends as an error naming the deploy prototxt or the snapshot it was reading.
     """
+    arguments = dict(locals())  # this call's arguments, for the child process
+    if engine == "caffe" and not real_child.inside():
+        return real_child.run(evaluate, source=model, **arguments)
     from deepmammo.provenance import provenance
     predict.check_precision(precision, engine, gpu)
     if not os.path.isfile(model):
@@ -149,7 +155,7 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
     entries = []
     for path in files:
         log.info("evaluating %s on %s (%d records)", os.path.basename(path), lmdb_path, len(keys))
-        net = caffe.Net(model, path, caffe.TEST)
+        net = real_child.open_net(caffe, model, path, caffe.TEST)
         if crop and tuple(net.blobs["data"].data.shape[2:4]) != (crop, crop):
             raise ValueError("%s crops %d but the deploy net %s takes %s"
                              % (train_val, crop, model, net.blobs["data"].data.shape[2:4]))

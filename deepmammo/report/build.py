@@ -167,13 +167,13 @@ def build_figures(runs, out_dir, engine=None, saliency_count=5, notes=None):
         panels = []
         for r in visual:
             from deepmammo.report.saliency import compute_saliency
-            caffe = predict.caffe_module(engine or r.val.get("engine") or "torch")
             keys, images, labels = _records(r.val)
             pick = _balanced_pick(labels, saliency_count)
             chosen = r.chosen_val()
-            maps, batch = compute_saliency(caffe, r.val["model"], chosen["snapshot"],
-                                           images[pick], labels[pick], _mean_of(r.val),
-                                           r.val.get("scale", 1.0))
+            maps, batch = predict.with_engine(
+                engine or r.val.get("engine") or "torch", compute_saliency, r.val["model"],
+                chosen["snapshot"], images[pick], labels[pick], _mean_of(r.val),
+                r.val.get("scale", 1.0), source=r.val["model"])
             shown = [_centre_crop(im, batch.shape[2], batch.shape[3]) for im in images[pick]]
             panels.append(("%s (%s)" % (r.experiment, snapshot_id(chosen)), shown, maps,
                            [_caption(labels[i]) for i in pick]))
@@ -328,6 +328,15 @@ def fusion(runs, crops_path=None, n_boot=1000, seed=0):
     return rows
 
 
+def _pooled_activations(caffe, results, snapshot, blob):
+    """The activations of `blob` for every record a results file was computed on (with
+    predict.with_engine: real Caffe reads the records in its own process)."""
+    from deepmammo.caffe.real_child import open_net
+    net = open_net(caffe, results["model"], snapshot, caffe.TEST)
+    return beyond.pooled_activations(net, _records(results)[1], blob, _mean_of(results),
+                                     results.get("scale", 1.0))
+
+
 def tsne_figures(runs, out_dir, engine=None, crops_path=None, seed=0):
     made = []
     for r in ordered(runs):
@@ -335,12 +344,11 @@ def tsne_figures(runs, out_dir, engine=None, crops_path=None, seed=0):
         if results is None:
             continue
         entry = r.chosen_test() if r.test else r.chosen_val()
-        caffe = predict.caffe_module(engine or results.get("engine") or "torch")
         layer, blob = beyond.last_pool_blob(results["model"])
-        net = caffe.Net(results["model"], entry["snapshot"], caffe.TEST)
         keys, images, labels = _records(results)
-        feats = beyond.pooled_activations(net, images, blob, _mean_of(results),
-                                          results.get("scale", 1.0))
+        feats = predict.with_engine(engine or results.get("engine") or "torch",
+                                    _pooled_activations, results, entry["snapshot"], blob,
+                                    source=results["model"])
         points = beyond.tsne(feats, seed=seed)
         colourings = [("label", [_caption(v) for v in labels])]
         path = crops_path or find_crops_table(results)

@@ -66,10 +66,11 @@ def saliency_maps(net, batch, classes, score_blob, start_layer, input_blob="data
 
 def compute_saliency(caffe, model_path, weights, images, classes, mean=None, scale=1.0):
     """Saliency maps and the preprocessed images shown under them, for raw LMDB records."""
+    from deepmammo.caffe.real_child import open_net
     from deepmammo.evaluate.predict import preprocess
     forced = with_force_backward(model_path)
     try:
-        net = caffe.Net(forced, weights, caffe.TEST)
+        net = open_net(caffe, forced, weights, caffe.TEST, shown_as=model_path)
     finally:
         os.unlink(forced)
     crop = tuple(net.blobs["data"].data.shape[2:4])

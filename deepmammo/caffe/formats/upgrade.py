@@ -14,12 +14,19 @@ Nets pass through the same steps, in the same order, as in Caffe's UpgradeNetAsN
 5. BatchNorm layers with three `param` specs (the old definition, whose statistics blobs had
    learning rates) get lr_mult and decay_mult 0: the statistics are never learned.
 
-Where Caffe logs "Unknown parameter ... for layer type ..." and drops the field, or stops with
-a fatal error (an unknown V0 type, a padding layer feeding anything but one convolution or
-pooling), an UpgradeError names the file, the layer and the field: a net is upgraded whole or
-not at all. Solvers: the `solver_type` enum becomes the `type` string (UpgradeSolverType).
+What Caffe drops with an error line and then reads on without ("continuing anyway"), is
+dropped here too, with a warning naming the file, the layer and the field: a V0 setting on a
+layer type that has no such setting ("Unknown parameter ... for layer type ..."), a V0 `layer`
+inside a V1 layer, and input shapes beyond the net's inputs. What Caffe stops on (an unknown
+V0 type, a bottom no layer produces, a padding layer feeding anything but one convolution or
+pooling, `layer` and `layers` in one net, too few input shapes) raises an UpgradeError naming
+the file. Solvers: the `solver_type` enum becomes the `type` string (UpgradeSolverType).
 """
+import logging
+
 from deepmammo.caffe.proto import caffe_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 
 class UpgradeError(ValueError):
@@ -151,8 +158,9 @@ def _v0_to_v1_layer(entry, source):
             continue
         target = targets.get(None, targets.get(kind))
         if target is None:
-            raise UpgradeError(f"{source}: V0 layer {v0.name!r}: field {field} does not apply "
-                               f"to layer type {kind!r} (Caffe's upgrade would drop it)")
+            log.warning("%s: V0 layer %r: field %s does not apply to layer type %r; dropped, "
+                        "as Caffe's upgrade drops it", source, v0.name, field, kind)
+            continue
         message_name, name = target
         message = getattr(v1, message_name)
         value = getattr(v0, field)
@@ -250,8 +258,8 @@ _SHARED_PARAM_FIELDS = tuple(
 def upgrade_v1_layer(v1, source="<net>"):
     """One V1LayerParameter as a LayerParameter."""
     if v1.HasField("layer"):
-        raise UpgradeError(f"{source}: layer {v1.name!r} mixes the V1 format with a V0 "
-                           "`layer { ... }` entry (Caffe's upgrade would drop it)")
+        log.warning("%s: V1 layer %r holds a V0 `layer { ... }` entry; dropped, as Caffe's "
+                    "upgrade drops it", source, v1.name)
     layer = pb.LayerParameter()
     layer.bottom.extend(v1.bottom)
     layer.top.extend(v1.top)
@@ -303,16 +311,27 @@ def _upgrade_input_fields(net, source):
     if len(net.input_shape) or len(net.input_dim):
         layer = pb.LayerParameter(name="input", type="Input")
         layer.top.extend(net.input)
+        # Caffe takes one shape (or 4 input_dim values) per input, in order, and reads no
+        # further: extra ones are dropped, too few would have it read past the end.
+        n = len(net.input)
         if len(net.input_shape):
-            if len(net.input_shape) != len(net.input):
-                raise UpgradeError(f"{source}: {len(net.input)} inputs but "
-                                   f"{len(net.input_shape)} input_shape entries")
-            layer.input_param.shape.extend(net.input_shape)
+            if len(net.input_shape) < n:
+                raise UpgradeError(f"{source}: {n} inputs but {len(net.input_shape)} "
+                                   "input_shape entries")
+            if len(net.input_shape) > n:
+                log.warning("%s: %d inputs but %d input_shape entries; the extra ones are "
+                            "dropped, as Caffe's upgrade drops them", source, n,
+                            len(net.input_shape))
+            layer.input_param.shape.extend(net.input_shape[:n])
         else:
-            if len(net.input_dim) != 4 * len(net.input):
+            if len(net.input_dim) < 4 * n:
                 raise UpgradeError(f"{source}: input_dim needs 4 values per input "
-                                   f"({len(net.input)} inputs, {len(net.input_dim)} values)")
-            for i in range(len(net.input)):
+                                   f"({n} inputs, {len(net.input_dim)} values)")
+            if len(net.input_dim) > 4 * n:
+                log.warning("%s: %d inputs but %d input_dim values; the values past the "
+                            "first %d are dropped, as Caffe's upgrade drops them", source, n,
+                            len(net.input_dim), 4 * n)
+            for i in range(n):
                 layer.input_param.shape.add().dim.extend(net.input_dim[4 * i:4 * i + 4])
         existing = list(net.layer)
         del net.layer[:]
