@@ -129,7 +129,6 @@ def test_unsupported_type_and_fields_name_the_layer(tmp_path):
          r"net\.prototxt:3: layer 'mystery' has type 'MyCustomLayer', which is not a BVLC Caffe "
          r"layer type; a Caffe build that has this layer runs the net with --engine caffe$"),
         ('layer { name: "stoch" type: "Pooling" bottom: "data" top: "x" pooling_param { pool: STOCHASTIC kernel_size: 2 pad: 1 } }', "stoch.*padding"),
-        ('layer { name: "stray" type: "ReLU" bottom: "data" top: "x" convolution_param { num_output: 2 } }', "stray.*convolution_param"),
         ('layer { name: "even" type: "LRN" bottom: "data" top: "x" lrn_param { local_size: 4 } }', "even.*odd"),
         ('layer { name: "padbig" type: "Pooling" bottom: "data" top: "x" pooling_param { kernel_size: 2 pad: 2 } }', "padbig.*pad"),
         ('layer { name: "axis3" type: "Convolution" bottom: "data" top: "x" convolution_param { num_output: 2 kernel_size: 1 axis: 2 } }', "axis3.*axis"),
@@ -477,3 +476,14 @@ def test_backward_before_forward_replays_pure_layers_and_refuses_random_ones(tmp
     np.testing.assert_array_equal(got, [[1, 2, 3], [8, 10, 12]])
     with pytest.raises(RuntimeError, match="'drop': backward before forward.*random"):
         net.backward(start="drop", end="drop")
+
+
+def test_a_param_the_layer_type_does_not_read_is_ignored_with_a_warning(tmp_path, caplog):
+    # Caffe ignores it silently (V1 files carry such fields); the engine says so.
+    text = ('name: "e"\nlayer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }\n'
+            'layer { name: "stray" type: "ReLU" bottom: "data" top: "x" convolution_param { num_output: 2 } }\n')
+    with caplog.at_level("WARNING"):
+        net = caffe.Net(_write(tmp_path, text), caffe.TEST)
+    net.blobs["data"].data[...] = [[-1, 2]]
+    np.testing.assert_array_equal(net.forward()["x"], [[0, 2]])
+    assert "'stray' (ReLU): `convolution_param` is not read by this layer type; ignored" in caplog.text

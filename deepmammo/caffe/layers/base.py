@@ -7,9 +7,12 @@ timing, in-place tops and Caffe's assign-bottom-diff / accumulate-param-diff rul
 layer whose gradient autograd would not give exactly overrides `backward`.
 
 Fields: every field set in a layer's own `*_param` must be one the layer implements
-(`FIELDS`); a set `*_param` of another layer type is refused too, so nothing is silently
-ignored. `engine` is accepted and ignored (one engine here).
+(`FIELDS`), or the layer is refused. A `*_param` the layer type does not read (a ReLU with a
+`convolution_param`, a Silence with a `transform_param`) is ignored with a warning: Caffe
+ignores it silently, and the file must run as it runs in Caffe. `engine` is accepted and
+ignored (one engine here).
 """
+import logging
 import math
 
 import torch
@@ -18,6 +21,8 @@ from deepmammo.caffe.blob import Blob
 from deepmammo.caffe.fillers import fill
 from deepmammo.caffe.netstate import NetError
 from deepmammo.caffe.proto import caffe_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 REGISTRY = {}
 
@@ -79,7 +84,9 @@ class Layer:
         allowed = COMMON_FIELDS | set(self.FIELDS)
         for field, value in self.layer_param.ListFields():
             if field.name not in allowed:
-                raise self.error(f"field `{field.name}` is not supported for this layer type")
+                log.warning("%s (%s): `%s` is not read by this layer type; ignored, as Caffe "
+                            "ignores it", self.where, self.type, field.name)
+                continue
             sub = self.FIELDS.get(field.name)
             if sub is None or field.message_type is None:
                 continue

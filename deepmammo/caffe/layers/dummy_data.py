@@ -5,17 +5,10 @@ or once per top; 4-D tops), not both. Fillers: none (constant 0), one for every 
 per top. A constant filler fills its tops once, when the net is built; any other filler
 refills its tops at every forward, drawing from the calling thread's Caffe stream (rng.py) in
 top order, so a seeded net gives real Caffe's values bit for bit.
-
-A `transform_param` is accepted and has no effect, as in Caffe (pycaffe's NetSpec examples
-write one on DummyData); a warning says so.
 """
-import logging
-
 from deepmammo.caffe.fillers import FillerError, fill
 from deepmammo.caffe.layers.base import Layer, register
 from deepmammo.caffe.proto import caffe_pb2 as pb
-
-log = logging.getLogger(__name__)
 
 FILLER_TYPES = {"constant", "uniform", "gaussian", "positive_unitball", "xavier", "msra",
                 "bilinear"}
@@ -25,16 +18,13 @@ FILLER_TYPES = {"constant", "uniform", "gaussian", "positive_unitball", "xavier"
 class DummyData(Layer):
     TYPE = "DummyData"
     FIELDS = {"dummy_data_param": {"data_filler", "shape", "num", "channels", "height",
-                                   "width"},
-              "transform_param": set(pb.TransformationParameter.DESCRIPTOR.fields_by_name)}
+                                   "width"}}
     EXACT_BOTTOMS = 0
     MIN_TOPS = 1
     AUTOGRAD = False
 
     def __init__(self, *args):
         super().__init__(*args)
-        if self.layer_param.HasField("transform_param"):
-            log.warning("%s: DummyData ignores transform_param, as Caffe does", self.where)
         p = self.layer_param.dummy_data_param
         ntop = len(self.layer_param.top)
         nfill = len(p.data_filler)
