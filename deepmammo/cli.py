@@ -13,6 +13,8 @@ COMMAND_MODULES = (
     ("deepmammo.caffe.commands", "register"),
     ("deepmammo.experiment.commands", "register"),
     ("deepmammo.evaluate.commands", "register"),
+    ("deepmammo.classify.commands", "register"),
+    ("deepmammo.export.commands", "register"),
     ("deepmammo.report.commands", "register"),
 )
 
