@@ -11,6 +11,8 @@ import io
 import json
 import logging
 import os
+import queue
+import threading
 import time
 
 import numpy as np
@@ -79,25 +81,24 @@ class Classifier:
 
 def classify(run, tasks, engine="torch", gpu=None, precision="fp32", batch_size=32,
              oversample=False, workers=None, save_inputs=None, saliency=None):
-    """Rows (one per mass, in input order) and timing of classifying `tasks` with `run`."""
-    from deepmammo.prep.parallel import default_workers, run_tasks
+    """Rows (one per mass, in input order) and the seconds it took to classify `tasks`.
+
+    The inputs are prepared in the background (worker processes for mammograms, whose decoding
+    is the cost; one thread for crops) while the net runs on the batches already made."""
+    from deepmammo.prep.parallel import default_workers
     started = time.perf_counter()
-    workers = default_workers() if workers is None else int(workers)
-    workers = max(1, min(workers, len(tasks)))
-    jobs = [(task, run.recipe) for task in tasks]
-    masses, pending, classifier = [], [], None
-    with contextlib.closing(run_tasks(_prepare_job, jobs, workers)) as results:
-        # The workers are started (forked) by the first result, before the net's threads.
-        for prepared in results:
-            if classifier is None:
-                classifier = Classifier(run, engine, gpu, precision, batch_size, oversample)
-            masses.extend(prepared)
-            pending.extend(m for m in prepared if m.record is not None)
-            if len(pending) >= batch_size:
-                _score(classifier, pending)
-                pending = []
-    if classifier is None:
-        classifier = Classifier(run, engine, gpu, precision, batch_size, oversample)
+    if workers is None:
+        crops_only = all(isinstance(t, inp.CropTask) for t in tasks)
+        workers = 1 if crops_only else default_workers()
+    workers = max(1, min(int(workers), len(tasks)))
+    classifier = Classifier(run, engine, gpu, precision, batch_size, oversample)
+    masses, pending = [], []
+    for prepared in _in_background([(task, run.recipe) for task in tasks], workers):
+        masses.extend(prepared)
+        pending.extend(m for m in prepared if m.record is not None)
+        if len(pending) >= batch_size:
+            _score(classifier, pending)
+            pending = []
     if pending:
         _score(classifier, pending)
     masses.sort(key=lambda m: m.index)
@@ -107,6 +108,52 @@ def classify(run, tasks, engine="torch", gpu=None, precision="fp32", batch_size=
     if saliency:
         _saliency(run, classifier, masses, saliency)
     return [_row(run, m) for m in masses], seconds
+
+
+_DONE = object()
+
+
+def _in_background(jobs, workers, depth=4):
+    """inp.prepare of every job, made by a thread (through run_tasks' worker processes when
+    workers > 1) so that preparing overlaps the forward pass; yields as they come."""
+    from deepmammo.prep.parallel import run_tasks
+    out = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            with contextlib.closing(run_tasks(_prepare_job, jobs, workers)) as results:
+                for item in results:
+                    while not stop.is_set():
+                        try:
+                            out.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+        except BaseException as exc:  # noqa: BLE001  (handed to the consumer, raised there)
+            out.put(exc)
+        finally:
+            out.put(_DONE)
+
+    thread = threading.Thread(target=produce, name="classify-prepare", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                out.get(timeout=0.1)
+            except queue.Empty:
+                pass
 
 
 def _prepare_job(job):
