@@ -346,3 +346,30 @@ def test_a_damaged_dicom_in_a_manifest_names_the_image_and_the_case(tmp_path):
     (skip,) = list(csv.DictReader(open(tmp_path / "cases.skipped.csv")))
     assert skip["case"] == "P2_bad_1" and skip["file"] == str(tmp_path / "bad.dcm")
     assert str(tmp_path / "bad.dcm") in skip["reason"] and "transfer syntax" in skip["reason"]
+
+
+def test_the_readmes_using_a_trained_run_block_runs_as_written(world, tmp_path):
+    """The README's block, run by bash in a checkout where `make demo` has run (the tiny
+    world's run, archive, cases and crops stand at the demo's paths)."""
+    from userpaths import env, run
+    ws = world["ws"]
+    data = os.path.join(world["root"], "data")
+    links = {"runs/demo-levynet/latest": world["run"],
+             "data/synth/ddsm-60-s0": os.path.join(data, "synth"),
+             "data/cases/synth-ddsm-60-s0": os.path.join(data, "cases"),
+             "data/datasets/synth-ddsm-60-s0/seed0/crops": os.path.join(data, "datasets",
+                                                                        "crops")}
+    for link, target in links.items():
+        os.makedirs(os.path.dirname(os.path.join(ws, link)), exist_ok=True)
+        if not os.path.islink(os.path.join(ws, link)):
+            os.symlink(target, os.path.join(ws, link))
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    section = readme.split("## Using a trained run", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "block.sh"
+    script.write_text("set -e\n" + block)
+    proc = run(["bash", str(script)], ws, env=env())
+    assert proc.stdout.count("chosen on validation") == 4, proc.stdout
+    assert "A-3001-1_RIGHT_CC_1" in proc.stdout and "onnx" in proc.stdout
+    assert os.path.isfile(os.path.join(ws, "predictions.csv"))
+    assert os.path.isfile(os.path.join(world["run"], "model-card.md"))
