@@ -373,3 +373,16 @@ def test_the_readmes_using_a_trained_run_block_runs_as_written(world, tmp_path):
     assert "A-3001-1_RIGHT_CC_1" in proc.stdout and "onnx" in proc.stdout
     assert os.path.isfile(os.path.join(ws, "predictions.csv"))
     assert os.path.isfile(os.path.join(world["run"], "model-card.md"))
+
+
+def test_tables_and_report_of_synthetic_runs_say_so_and_the_report_holds_the_model_cards(world):
+    ws = world["ws"]
+    dm("tables", "--runs", "runs", "--alias", "tiny=levynet", "--out", "synth-tables", cwd=ws)
+    title = open(os.path.join(ws, "synth-tables", "table2.md")).readline()
+    assert "SYNTHETIC DATA" in title
+    dm("report", "--runs", "runs", "--name", "synth", "--alias", "tiny=levynet", cwd=ws)
+    page = open(os.path.join(ws, "reports", "synth", "index.html")).read()
+    assert "SYNTHETIC DATA" in page.split("</title>")[0]
+    cards = glob.glob(os.path.join(ws, "reports", "synth", "model-cards", "*.md"))
+    assert len(cards) == 1 and "Model cards" in page
+    assert open(cards[0]).read() == open(os.path.join(world["run"], "model-card.md")).read()
