@@ -263,6 +263,15 @@ def test_a_run_exports_to_onnx_and_torchscript_checked_on_its_test_records(world
             < 1e-5
 
 
+def test_an_export_beyond_the_tolerance_is_refused_and_nothing_written(world, tmp_path):
+    # the tiny net's ONNX differs from the engine by some 1e-8 (ONNX Runtime's GEMM)
+    proc = dm("export", world["run"], "--format", "onnx", "--tolerance", "1e-12", "--out",
+              tmp_path / "strict", cwd=world["ws"], check=False)
+    error_line("export", proc.returncode, proc.stderr, world["snapshot"],
+               "differs from the engine", "tolerance 1e-12", "nothing written")
+    assert not os.listdir(tmp_path)
+
+
 def test_to_module_is_the_engines_forward(world):
     import torch
 

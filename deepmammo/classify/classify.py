@@ -69,6 +69,13 @@ class Classifier:
 
     def probabilities(self, records):
         records = np.asarray(records)
+        if self.engine == "torch":
+            import torch
+            with torch.no_grad():   # the same numbers; no autograd graph for force_backward
+                return self._probabilities(records)
+        return self._probabilities(records)
+
+    def _probabilities(self, records):
         if not self.oversample:
             probs = predict.forward_probs(self.net, records, mean=self.mean,
                                           scale=self.run.scale, batch_size=self.batch_size)
@@ -93,7 +100,9 @@ def classify(run, tasks, engine="torch", gpu=None, precision="fp32", batch_size=
     workers = max(1, min(int(workers), len(tasks)))
     classifier = Classifier(run, engine, gpu, precision, batch_size, oversample)
     masses, pending = [], []
-    for prepared in _in_background([(task, run.recipe) for task in tasks], workers):
+    # up to two batches prepared ahead: the next is made while the net runs on this one
+    for prepared in _in_background([(task, run.recipe) for task in tasks], workers,
+                                   depth=2 * batch_size):
         masses.extend(prepared)
         pending.extend(m for m in prepared if m.record is not None)
         if len(pending) >= batch_size:

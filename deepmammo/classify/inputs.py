@@ -23,6 +23,7 @@ from deepmammo.sources import cases as case_table
 from deepmammo.sources import images
 
 CROP_EXTENSIONS = (".png", ".tif", ".tiff", ".dcm", ".dicom", ".pgm")
+CONTAINER = "container"   # bits: the sample size of the decoded array (16 or 8)
 
 
 class InputError(ValueError):
@@ -181,7 +182,7 @@ def cases_tasks(path):
         if task is None:
             task = by_image[row["image"]] = ImageTask(
                 row["image"], row["image_format"], shape=(int(row["rows"]), int(row["cols"])),
-                bits=row.get("bits") or None, scanner=row.get("scanner", ""))
+                bits=row.get("bits") or CONTAINER, scanner=row.get("scanner", ""))
         label = row.get("label")
         info = {k: row.get(k, "") for k in ("case_id", "patient_id", "side", "view",
                                             "abnormality_id", "pathology")}
@@ -233,6 +234,8 @@ def _check_crops_recipe(folder, recipe):
 
 # ------------------------------------------------------------------------- tasks -> records
 def _image_bits(task, image):
+    if task.bits == CONTAINER:   # as `crops` takes a cases row without bits
+        return 16 if image.dtype == np.uint16 else 8
     if task.bits not in (None, ""):
         return int(task.bits)
     if task.image_format == "DICOM":

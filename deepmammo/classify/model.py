@@ -12,30 +12,13 @@ import json
 import os
 
 from deepmammo.evaluate import runinfo
+from deepmammo.evaluate.runinfo import resolve_recorded
 from deepmammo.evaluate.select import snapshot_id
 from deepmammo.prep.recipe import Recipe
 
 
 class RunError(ValueError):
     """A run folder that cannot classify; the message names the file."""
-
-
-def resolve_recorded(path, run_dir):
-    """A path a run recorded (relative to wherever its command ran: usually the checkout's
-    root): as given, else relative to a folder above the run folder. None when not found."""
-    if not path:
-        return None
-    if os.path.exists(path):
-        return os.path.abspath(path)
-    if os.path.isabs(path):
-        return None
-    folder = run_dir
-    for _ in range(4):
-        folder = os.path.dirname(folder)
-        candidate = os.path.join(folder, path)
-        if os.path.exists(candidate):
-            return os.path.abspath(candidate)
-    return None
 
 
 def _load_json(path):

@@ -63,7 +63,7 @@ def _scored(entry):
 
 def card_facts(run, snapshot=None):
     """The model card's figures of a run folder (a dict, JSON-ready)."""
-    from deepmammo.classify.model import resolve_recorded
+    from deepmammo.evaluate.runinfo import resolve_recorded
     run_dir = os.path.realpath(os.fspath(run))
     info = runinfo.run_info(run_dir)
     config = info.get("config") or {}

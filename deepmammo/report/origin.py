@@ -39,8 +39,7 @@ def dataset_origin(dataset):
 
 def run_origin(run_dir):
     """dataset_origin of the dataset a run folder trained on (None when it cannot be told)."""
-    from deepmammo.classify.model import resolve_recorded
-    from deepmammo.evaluate.runinfo import run_info
+    from deepmammo.evaluate.runinfo import resolve_recorded, run_info
     if not run_dir or not os.path.isdir(run_dir):
         return None
     dataset = (run_info(run_dir).get("config") or {}).get("dataset")
