@@ -183,16 +183,17 @@ evaluate: ## evaluate every snapshot of RUN (a run folder) on DATA's val and tes
 # ---------------------------------------------------------------- a trained run, put to use
 .PHONY: classify export model-card
 OUT ?=
-classify: $(STAMP) ## classify INPUT (a mammogram + CLASSIFY_ARGS="--mask M", a cases CSV, a crops folder) with RUN
+# (a usage error installs nothing: the venv is a prerequisite only once RUN is named)
+classify: $(if $(and $(RUN),$(INPUT)),$(STAMP)) ## classify INPUT (a mammogram + CLASSIFY_ARGS="--mask M", a cases CSV, a crops folder) with RUN
 	@test -n "$(RUN)" -a -n "$(INPUT)" || { echo "usage: make classify RUN=runs/<experiment>/latest INPUT=<mammogram, cases CSV or crops folder> [CLASSIFY_ARGS=\"--mask M.png\"] [OUT=results.csv]"; exit 2; }
 	$(DM) classify $(RUN) $(INPUT) --engine $(ENGINE) $(if $(filter cuda,$(DEVICE)),--gpu 0) \
 	  $(if $(OUT),--out $(OUT)) $(CLASSIFY_ARGS)
 
-export: $(STAMP) ## RUN's chosen snapshot to ONNX and TorchScript (checked on its test records) + model card
+export: $(if $(RUN),$(STAMP)) ## RUN's chosen snapshot to ONNX and TorchScript (checked on its test records) + model card
 	@test -n "$(RUN)" || { echo "usage: make export RUN=runs/<experiment>/latest [OUT=stem]"; exit 2; }
 	$(DM) export $(RUN) $(if $(OUT),--out $(OUT))
 
-model-card: $(STAMP) ## RUN/model-card.md: data, training, metrics with intervals, calibration, limits
+model-card: $(if $(RUN),$(STAMP)) ## RUN/model-card.md: data, training, metrics with intervals, calibration, limits
 	@test -n "$(RUN)" || { echo "usage: make model-card RUN=runs/<experiment>/latest"; exit 2; }
 	$(DM) model-card $(RUN)
 

@@ -88,7 +88,7 @@ def main(argv=None):
     parser.add_argument("--size", default="1200x800", help="ROWSxCOLS of each mammogram")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--workers", type=int, help="classify's preparing processes")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (best reported)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (best reported)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

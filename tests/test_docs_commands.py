@@ -205,3 +205,19 @@ def test_a_message_of_several_lines_prints_as_lines(tmp_path):
     assert lines[1].startswith("  Put bvlc_alexnet.caffemodel")
     assert lines[2].startswith("  or name the folder")
     assert "; Put" not in proc.stderr
+
+
+def test_make_classify_and_export_pass_run_and_input_on(tmp_path):
+    from userpaths import env, make_workspace
+    ws = make_workspace(str(tmp_path / "ws"))
+    out = subprocess.run(["make", "-n", "classify", "RUN=runs/x/latest", "INPUT=cases.csv",
+                          "CLASSIFY_ARGS=--oversample", "OUT=p.csv"], cwd=ws,
+                         capture_output=True, text=True, env=env()).stdout
+    assert "-m deepmammo classify runs/x/latest cases.csv" in out
+    assert "--out p.csv --oversample" in out
+    out = subprocess.run(["make", "-n", "export", "RUN=runs/x/latest"], cwd=ws,
+                         capture_output=True, text=True, env=env()).stdout
+    assert "-m deepmammo export runs/x/latest" in out
+    proc = subprocess.run(["make", "classify"], cwd=ws, capture_output=True, text=True,
+                          env=env())
+    assert proc.returncode == 2 and "usage: make classify RUN=" in proc.stdout
