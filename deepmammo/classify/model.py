@@ -52,7 +52,8 @@ class TrainedRun:
         self.snapshot, self.chosen_by = self._choose(snapshot)
         self.threshold = self._threshold()
         self.dataset = self._dataset()
-        self.recipe = Recipe.from_build(os.path.join(self.dataset, "build.json"))
+        self.recipe = Recipe.from_build(os.path.join(self.dataset, "build.json"),
+                                        padding=self.config.get("padding"))
         self.crop_size, self.mean_path, self.mean_value, self.scale = self._transform()
 
     # ---------------------------------------------------------------- files of the run

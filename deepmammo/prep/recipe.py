@@ -62,8 +62,9 @@ class Recipe:
         self.source = source   # the build.json it came from, for messages
 
     @classmethod
-    def from_build(cls, path):
-        """The recipe a dataset's build.json (or the dataset folder holding it) recorded."""
+    def from_build(cls, path, padding=None):
+        """The recipe a dataset's build.json (or the dataset folder holding it) recorded;
+        `padding` stands in where the record does not name its crops' padding."""
         path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, "build.json")
@@ -76,8 +77,12 @@ class Recipe:
             except (ValueError, AttributeError) as exc:
                 raise ValueError(f"{path}: not a dataset build record ({exc})") from None
         crops = config.get("crops_config") or {}
+        padding = crops.get("padding") or padding
+        if not padding:
+            raise ValueError(f"{path}: does not say how its crops were padded (crops_config."
+                             "padding); rebuild the dataset with `deepmammo lmdb`")
         try:
-            return cls(padding=crops.get("padding", "fixed:50"), edge=crops.get("edge", "clip"),
+            return cls(padding=padding, edge=crops.get("edge", "clip"),
                        grey=config.get("grey_spec") or "full-range",
                        size=config.get("size", 224),
                        eval_resize=config.get("eval_resize", "crop"), source=path)
