@@ -3,6 +3,8 @@
 #   make test        install if needed, build real Caffe once, lint, run the tests
 #   make levynet     one experiment: any configs/<name>.yaml is a target `make <name>`
 #   make paper       every experiment with paper rows, then tables, figures and the report
+#                    (on an archive you name: make paper CASES=data/cases/ddsm/cases.csv)
+#   make classify    a trained run on new masses: make classify RUN=runs/levynet/latest INPUT=...
 # Variables: ENGINE=torch|caffe DEVICE=cpu|cuda PRECISION=fp32|tf32|bf16 CASES=path/cases.csv
 #            DATASETS=data/datasets
 #            WEIGHTS_DIR=weights FROM_SCRATCH=1 SPLIT_MODE=paper|code AUG=code|paper|none
@@ -79,12 +81,13 @@ graphviz: ## Debian's graphviz (the `dot` binary that caffe.draw and `deepmammo 
 test: $(STAMP) caffe browser graphviz lint ## run the test suite (real Caffe and Chromium are set up first)
 	$(PY) -m pytest -q tests
 
-bench: $(STAMP) caffe ## benchmarks: data, sources, engine and training figures (both engines)
+bench: $(STAMP) caffe ## benchmarks: data, sources, engine, training and classify figures (both engines)
 	$(PY) -m deepmammo.sources.benchmark
 	$(PY) scripts/bench_data.py
 	$(PY) scripts/bench_engine.py
 	$(PY) scripts/bench_train.py
 	$(PY) scripts/bench_rng.py
+	$(PY) scripts/bench_classify.py
 
 clean-venv:
 	rm -rf $(VENV)
@@ -137,6 +140,23 @@ cfg = $(or $(call cfg_value,configs/$(1).yaml,$(2)),$(call cfg_value,configs/def
 augment_of = $(if $(and $(AUG),$(filter-out none,$(call cfg,$(1),augment))),$(AUG),$(call cfg,$(1),augment))
 variant_of = $(subst :,,$(call cfg,$(1),padding))-$(call augment_of,$(1))
 
+# The paper's experiments train on an archive the user names (CASES=, or DATASETS=): without
+# one they stop here, before any data is built, instead of filling the paper's tables from the
+# demo's synthetic archive. SYNTHETIC=1 trains them on it anyway (their tables say so).
+PAPER_GOALS := paper $(PAPER_EXPERIMENTS)
+empty :=
+indent := $(empty)  $(empty)
+ifneq ($(filter $(PAPER_GOALS),$(MAKECMDGOALS)),)
+ifeq ($(origin CASES)$(origin DATASETS)$(SYNTHETIC),filefile)
+$(info make $(firstword $(filter $(PAPER_GOALS),$(MAKECMDGOALS))): no archive named; the paper's tables come from a mammography archive, not the demo's synthetic one.)
+$(info Reproducing the paper (README.md), first step: get DDSM or CBIS-DDSM and make its cases table:)
+$(info $(indent)deepmammo ingest ddsm PATH/TO/DDSM --out data/cases/ddsm/cases.csv        # USF DDSM: .ics/.LJPEG/.OVERLAY)
+$(info $(indent)deepmammo ingest cbis PATH/TO/CBIS-DDSM --out data/cases/cbis/cases.csv   # CBIS-DDSM: DICOM + CSV)
+$(info then: make paper CASES=data/cases/ddsm/cases.csv   (SYNTHETIC=1: the synthetic archive anyway))
+$(error no archive named (CASES=path/to/cases.csv))
+endif
+endif
+
 .PHONY: $(EXPERIMENTS)
 ifeq ($(DATA_SEEDS),)
 $(EXPERIMENTS): %: $$(DATASETS)/$$(call variant_of,$$*)/build.json | $(STAMP)
@@ -163,6 +183,23 @@ evaluate: ## evaluate every snapshot of RUN (a run folder) on DATA's val and tes
 	  --lmdb $(DATA)/test_lmdb --train-val $(RUN)/train_val.prototxt \
 	  --out $(RUN)/eval/test.json --val-results $(RUN)/eval/val.json --threshold val \
 	  --engine $(ENGINE) --precision $(PRECISION) $(if $(filter cuda,$(DEVICE)),--gpu 0)
+
+# ---------------------------------------------------------------- a trained run, put to use
+.PHONY: classify export model-card
+OUT ?=
+# (a usage error installs nothing: the venv is a prerequisite only once RUN is named)
+classify: $(if $(and $(RUN),$(INPUT)),$(STAMP)) ## classify INPUT (a mammogram + CLASSIFY_ARGS="--mask M", a cases CSV, a crops folder) with RUN
+	@test -n "$(RUN)" -a -n "$(INPUT)" || { echo "usage: make classify RUN=runs/<experiment>/latest INPUT=<mammogram, cases CSV or crops folder> [CLASSIFY_ARGS=\"--mask M.png\"] [OUT=results.csv]"; exit 2; }
+	$(DM) classify $(RUN) $(INPUT) --engine $(ENGINE) $(if $(filter cuda,$(DEVICE)),--gpu 0) \
+	  $(if $(OUT),--out $(OUT)) $(CLASSIFY_ARGS)
+
+export: $(if $(RUN),$(STAMP)) ## RUN's chosen snapshot to ONNX and TorchScript (checked on its test records) + model card
+	@test -n "$(RUN)" || { echo "usage: make export RUN=runs/<experiment>/latest [OUT=stem]"; exit 2; }
+	$(DM) export $(RUN) $(if $(OUT),--out $(OUT))
+
+model-card: $(if $(RUN),$(STAMP)) ## RUN/model-card.md: data, training, metrics with intervals, calibration, limits
+	@test -n "$(RUN)" || { echo "usage: make model-card RUN=runs/<experiment>/latest"; exit 2; }
+	$(DM) model-card $(RUN)
 
 # ---------------------------------------------------------------- tables, figures, report
 

@@ -13,6 +13,8 @@ COMMAND_MODULES = (
     ("deepmammo.caffe.commands", "register"),
     ("deepmammo.experiment.commands", "register"),
     ("deepmammo.evaluate.commands", "register"),
+    ("deepmammo.classify.commands", "register"),
+    ("deepmammo.export.commands", "register"),
     ("deepmammo.report.commands", "register"),
 )
 
@@ -41,7 +43,8 @@ def setup_logging(verbose=False):
 
 
 def describe(exc):
-    """The one line a user sees for an error we expect (see docs/errors.md)."""
+    """What a user sees for an error we expect (see docs/errors.md): one line; a message
+    written in several lines keeps them, each after the first indented."""
     if isinstance(exc, OSError) and exc.strerror:
         # "[Errno 28] No space left on device: 'x'" -> "x: No space left on device"
         where = exc.filename if exc.filename is not None else ""
@@ -49,7 +52,7 @@ def describe(exc):
             where = f"{where} -> {exc.filename2}"
         return f"{where}: {exc.strerror}" if where != "" else exc.strerror
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return "; ".join(lines) or type(exc).__name__
+    return "\n  ".join(lines) or type(exc).__name__
 
 
 # What a user can cause: bad input (every reader raises a ValueError subclass naming the file),

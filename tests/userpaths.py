@@ -58,6 +58,8 @@ def env():
     """The environment of a shell where `source .venv/bin/activate` was run."""
     out = dict(os.environ)
     out["PATH"] = VENV_BIN + os.pathsep + out.get("PATH", "")
+    # this checkout's package, whichever checkout the venv was installed from
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, out.get("PYTHONPATH")) if p)
     out.pop("MAKEFLAGS", None)
     out.pop("MAKELEVEL", None)
     return out

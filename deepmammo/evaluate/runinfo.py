@@ -56,6 +56,24 @@ def find_run_dir(path, levels=3):
     return None
 
 
+def resolve_recorded(path, run_dir):
+    """A path a run recorded (relative to wherever its command ran: usually the checkout's
+    root): as given, else relative to a folder above the run folder. None when not found."""
+    if not path:
+        return None
+    if os.path.exists(path):
+        return os.path.abspath(path)
+    if os.path.isabs(path):
+        return None
+    folder = run_dir
+    for _ in range(4):
+        folder = os.path.dirname(folder)
+        candidate = os.path.join(folder, path)
+        if os.path.exists(candidate):
+            return os.path.abspath(candidate)
+    return None
+
+
 def _solver_field(path, field):
     # A regex keeps this independent of the solver's other fields; solver files are flat.
     with open(path) as f:

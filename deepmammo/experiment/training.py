@@ -94,6 +94,8 @@ def evaluate(run, select_by=None):
     test = evaluate_snapshots(run.deploy_path, snapshots,
                               os.path.join(run.dataset, "test_lmdb"), test_out,
                               val_results=val_out, threshold="val", **common)
+    from deepmammo.report.model_card import write_card
+    write_card(run.folder)   # model-card.md/.json: the run described from its own records
     return val, test
 
 

@@ -37,6 +37,7 @@ from deepmammo.prep.crops import read_crops
 from deepmammo.prep.greylevel import GreyMapping
 from deepmammo.prep.images import read_grey
 from deepmammo.prep.parallel import run_tasks
+from deepmammo.prep.recipe import grey_levels
 from deepmammo.prep.split import SPLITS, read_split
 from deepmammo.provenance import file_sha1, provenance
 
@@ -61,9 +62,9 @@ def key_order(seed, split, total):
 
 
 def load_grey(crop, mapping):
-    arr = read_grey(crop["path"])
-    return mapping.apply(arr, crop.get("bits") or (16 if arr.dtype == np.uint16 else 8),
-                         crop.get("scanner", ""))
+    """A crop's PNG read and mapped to float 0-255 (recipe.grey_levels, as classify maps)."""
+    return grey_levels(read_grey(crop["path"]), mapping, crop.get("bits"),
+                       crop.get("scanner", ""))
 
 
 def _pixel_sum_task(task):

@@ -123,6 +123,25 @@ def trim_saturated_edges(image, box, pad_left, pad_right, bits):
     return (r0, c0 + trim_l, r1, c1 - trim_r), (trim_l, trim_r)
 
 
+def cut_crop(image, bbox, padding, edge="clip", bits=16):
+    """The crop of the mass whose mask has bounding box `bbox` (half-open r0, c0, r1, c1):
+    padded, clipped at the border (and with edge="code" trimmed of saturated scanner columns).
+    The one cut of the pipeline: `crops` writes it, `classify` feeds it to a net.
+    Returns (crop array, (wanted box, clipped box, (top, left, bottom, right) cut off,
+    (left, right) trimmed))."""
+    padding = padding if isinstance(padding, Padding) else Padding.parse(padding)
+    if edge not in ("clip", "code"):
+        raise ValueError(f"edge {edge!r}: expected clip or code")
+    wanted = wanted_box(bbox, padding)
+    box, cut = clip_box(wanted, image.shape)
+    trims = (0, 0)
+    if edge == "code":
+        pad_l, pad_r = padding.pads(bbox[3] - bbox[1])
+        box, trims = trim_saturated_edges(image, box, pad_l, pad_r, bits)
+    r0, c0, r1, c1 = box
+    return np.ascontiguousarray(image[r0:r1, c0:c1]), (wanted, box, cut, trims)
+
+
 def make_crop_id(row):
     """The crop's name: the case id (unique per abnormality in cases.csv), made file-safe."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(row.get("case_id", ""))).strip("_")
@@ -148,14 +167,7 @@ def _crop_one(image, mask, row, padding, edge, crop_id, images_dir):
     if bbox is None:
         raise ValueError("mask is empty")
     bits = int(row.get("bits") or (16 if image.dtype == np.uint16 else 8))
-    wanted = wanted_box(bbox, padding)
-    box, cut = clip_box(wanted, image.shape)
-    trims = (0, 0)
-    if edge == "code":
-        pad_l, pad_r = padding.pads(bbox[3] - bbox[1])
-        box, trims = trim_saturated_edges(image, box, pad_l, pad_r, bits)
-    r0, c0, r1, c1 = box
-    crop = np.ascontiguousarray(image[r0:r1, c0:c1])
+    crop, (wanted, box, cut, trims) = cut_crop(image, bbox, padding, edge, bits)
     name = f"{crop_id}.png"
     final = os.path.join(images_dir, name)
     try:

@@ -506,6 +506,24 @@ def provenance_entries(runs):
     return entries
 
 
+def model_cards(runs, out_dir):
+    """Each run's model card (report/model_card.py) under model-cards/, shown in the report;
+    returns (HTML, the runs' data origins)."""
+    from deepmammo.report.model_card import card_facts, render
+    parts, origins = [], []
+    for experiment, member in ((e, m) for e, run in sorted(runs.items()) for m in run.repeats):
+        facts = card_facts(member.run_dir)
+        origins.append({"synthetic": facts["data"]["synthetic"]})
+        name = "%s-%s.md" % (experiment, os.path.basename(member.run_dir.rstrip("/")))
+        text = render(facts)
+        write_text(os.path.join(out_dir, "model-cards", name), text)
+        parts.append('<details><summary>%s</summary><pre>%s</pre><p class="note">Also as '
+                     '<a href="model-cards/%s">Markdown</a>.</p></details>'
+                     % (html.esc(experiment + " (" + member.run_dir + ")"), html.esc(text),
+                        html.esc(name)))
+    return "\n".join(parts) or "<p>No runs.</p>", origins
+
+
 def build_report(runs_root, out_dir, engine=None, overrides=None, extras=(), crops_path=None,
                  saliency_count=5, n_boot=1000, seed=0, title=None, runs=None,
                  compare_pairs=()):
@@ -593,6 +611,9 @@ def build_report(runs_root, out_dir, engine=None, overrides=None, extras=(), cro
         sections.append(("Past the paper (not part of the paper's tables)",
                          "\n".join(beyond_html)))
 
+    cards_html, origins = model_cards(runs, out_dir)
+    sections.append(("Model cards (data, training, metrics, limits of each run)", cards_html))
+
     prov = provenance(config={"runs": runs_root, "extras": sorted(extras), "engine": engine},
                       seed=seed)
     entries = provenance_entries(runs)
@@ -603,7 +624,9 @@ def build_report(runs_root, out_dir, engine=None, overrides=None, extras=(), cro
     write_text(os.path.join(out_dir, "report.json"),
                json.dumps(data, indent=1, default=str) + "\n")
     index = os.path.join(out_dir, "index.html")
-    write_text(index, html.render(title or "DeepMammo report: %s"
-                                  % os.path.basename(os.path.abspath(out_dir)), sections))
+    from deepmammo.report.origin import synthetic_note
+    write_text(index, html.render((title or "DeepMammo report: %s"
+                                   % os.path.basename(os.path.abspath(out_dir)))
+                                  + synthetic_note(origins), sections))
     log.info("report written: %s", index)
     return index

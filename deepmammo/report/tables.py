@@ -196,6 +196,9 @@ def write_table(name, runs, out_dir, decision="argmax"):
         raise ValueError("unknown table %r (choose from %s)" % (name, ", ".join(paper.TABLES)))
     spec = paper.TABLES[name]
     rows = table_rows(spec, runs, decision)
+    from deepmammo.report.origin import run_origin, synthetic_note
+    note = synthetic_note(run_origin(r.get("run_dir")) for r in rows)
+    spec = dict(spec, title=spec["title"] + note) if note else spec
     markdown = to_markdown(spec, rows)
     write_text(os.path.join(out_dir, name + ".md"), markdown)
     write_text(os.path.join(out_dir, name + ".csv"), to_csv(spec, rows))

@@ -132,7 +132,8 @@ def read_cases(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: cases table not found")
-    base = os.path.dirname(os.path.abspath(path))
+    # relative to where the table really is: a linked cases folder keeps its paths
+    base = os.path.dirname(os.path.realpath(path))
     reader = csv.DictReader(io.StringIO(read_text(path, "cases table"), newline=""))
     try:
         return _rows(reader, path, base)

@@ -171,7 +171,12 @@ def _decode_with_imagecodecs(ds, path, first_error):
     import imagecodecs
     from pydicom.encaps import generate_frames
     syntax = transfer_syntax(ds)
-    if syntax is None or not getattr(syntax, "is_compressed", False):
+    try:
+        compressed = syntax is not None and bool(getattr(syntax, "is_compressed", False))
+    except ValueError:   # pydicom: the file meta names a UID that is no transfer syntax
+        raise ImageError(f"{path}: the DICOM file meta's transfer syntax {syntax} is not a "
+                         "transfer syntax UID, so its pixel data cannot be decoded") from None
+    if not compressed:
         raise ImageError(f"{path}: cannot read pixel data ({first_error})") from first_error
     frames = []
     try:

@@ -91,8 +91,13 @@ def _collect_row(path, base, row, line, counters, ctx):
     try:
         fmt = images.format_of(image_path)
         image = images.read_image(image_path, fmt)
-    except (images.ImageError, OSError) as exc:
-        ctx.skip(case_id, image_path, describe_error(exc), "unreadable image")
+        bits = _bits(image_path, fmt, image)
+    except Exception as exc:  # noqa: BLE001  (any reader failure: name the case and the file)
+        reason = describe_error(exc) if isinstance(exc, (ValueError, OSError)) else \
+            f"{type(exc).__name__}: {exc}"
+        if image_path not in reason:
+            reason = f"{image_path}: {reason}"
+        ctx.skip(case_id, image_path, f"{reason} ({where})", "unreadable image")
         return
     out = {
         "case_id": case_id, "patient_id": pid, "side": side, "view": view,
@@ -102,7 +107,7 @@ def _collect_row(path, base, row, line, counters, ctx):
         "shape": row.get("shape", ""), "margins": row.get("margins", ""),
         "calc_type": "", "calc_distribution": "", "assessment": row.get("assessment", ""),
         "subtlety": row.get("subtlety", ""), "density": row.get("density", ""),
-        "scanner": row.get("scanner", ""), "bits": _bits(image_path, fmt, image),
+        "scanner": row.get("scanner", ""), "bits": bits,
         "rows": image.shape[0], "cols": image.shape[1],
     }
     ctx.add_case(out, mask_path=mask_path)
