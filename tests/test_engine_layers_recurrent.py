@@ -220,9 +220,6 @@ ERRORS = {
                    "4 \\* 3 = 12"),
     "unit_cont": ('type: "LSTMUnit" bottom: "c1" bottom: "g" bottom: "h0" top: "c" top: "h"',
                   r"bottom\[2\] must have shape"),
-    "unknown_field": ('type: "RNN" bottom: "x" bottom: "cont" top: "y" '
-                      'recurrent_param { num_output: 2 } inner_product_param { axis: 2 }',
-                      "inner_product_param"),
 }
 
 

@@ -119,8 +119,8 @@ class CaffeModule(torch.nn.Module):
         self.layers = torch.nn.ModuleDict()
         self._steps = []
         shared = {}
-        for name, layer, bottoms, tops in zip(net._layer_names, net.layers, net._bottom_ids,
-                                              net._top_ids):
+        for name, layer, bottoms, tops in zip(net._layer_names, net.layers, net._layer_bottoms,
+                                              net._layer_tops):
             if layer.type == "Input":
                 continue
             key = None
