@@ -13,8 +13,9 @@ from test_report_world import _weights, _write_logs, build_world, evaluate_world
 
 from deepmammo.evaluate import predict
 from deepmammo.evaluate.compare import compare
+from deepmammo.evaluate.records import predictions_path
 from deepmammo.evaluate.runinfo import run_info
-from deepmammo.evaluate.snapshots import evaluate, predictions_path
+from deepmammo.evaluate.snapshots import evaluate
 from deepmammo.report.collect import collect_runs
 from deepmammo.report.tables import runs_table, write_table
 

@@ -18,8 +18,7 @@ from deepmammo.evaluate import predict
 from deepmammo.evaluate.calibration import rows_reliability
 from deepmammo.evaluate.metrics import roc_curve
 from deepmammo.evaluate.runinfo import seed_label
-from deepmammo.evaluate.select import snapshot_id
-from deepmammo.evaluate.snapshots import predictions_path, score_rows
+from deepmammo.evaluate.snapshots import score_rows
 from deepmammo.report import beyond, claims, figures, html, logs, paper, tables
 from deepmammo.report.collect import collect_runs
 
@@ -44,7 +43,7 @@ def ordered(runs, preferred=()):
 
 
 def _mean_of(results):
-    mean = results.get("mean")
+    mean = results.mean
     if isinstance(mean, str):
         from deepmammo.caffe.formats.binaryproto import read_mean
         return read_mean(mean)
@@ -56,7 +55,7 @@ _RECORDS = {}  # LMDB path -> (keys, images, labels): several figures read the s
 
 def _records(results):
     """(keys, images, labels) of the LMDB a results file was computed on (cached per path)."""
-    path = results["lmdb"]
+    path = results.lmdb
     if path not in _RECORDS:
         _RECORDS[path] = predict.read_records(path)
     return _RECORDS[path]
@@ -145,11 +144,11 @@ def build_figures(runs, out_dir, engine=None, saliency_count=5, notes=None):
         chosen = [r for r in with_val if r.experiment in paper.FIGURE4["experiments"]] or with_val
         series = []
         for r in chosen:
-            entries = [e for e in r.val["snapshots"] if e.get("fraction") is not None]
+            entries = [e for e in r.val.snapshots if e.fraction is not None]
             if not entries:
                 continue
-            series.append((r.experiment, [e["fraction"] for e in entries],
-                           {m: [e["metrics"][m] for e in entries]
+            series.append((r.experiment, [e.fraction for e in entries],
+                           {m: [e.metrics[m] for e in entries]
                             for m in ("accuracy", "precision", "recall")}))
         if not series:
             raise ValueError("no snapshot knows its fraction of training (no solver.prototxt "
@@ -171,11 +170,11 @@ def build_figures(runs, out_dir, engine=None, saliency_count=5, notes=None):
             pick = _balanced_pick(labels, saliency_count)
             chosen = r.chosen_val()
             maps, batch = predict.with_engine(
-                engine or r.val.get("engine") or "torch", compute_saliency, r.val["model"],
-                chosen["snapshot"], images[pick], labels[pick], _mean_of(r.val),
-                r.val.get("scale", 1.0), source=r.val["model"])
+                engine or r.val.engine or "torch", compute_saliency, r.val.model,
+                chosen.snapshot, images[pick], labels[pick], _mean_of(r.val),
+                r.val.scale, source=r.val.model)
             shown = [_centre_crop(im, batch.shape[2], batch.shape[3]) for im in images[pick]]
-            panels.append(("%s (%s)" % (r.experiment, snapshot_id(chosen)), shown, maps,
+            panels.append(("%s (%s)" % (r.experiment, chosen.name), shown, maps,
                            [_caption(labels[i]) for i in pick]))
         if not panels:
             raise ValueError("no validation results")
@@ -186,7 +185,7 @@ def build_figures(runs, out_dir, engine=None, saliency_count=5, notes=None):
     def fig6():
         grids = []
         for r in visual:
-            layer, weights = first_conv_weights(r.val["model"], r.chosen_val()["snapshot"])
+            layer, weights = first_conv_weights(r.val.model, r.chosen_val().snapshot)
             grids.append((r.experiment, figures.filter_grid(weights), layer))
         if not grids:
             raise ValueError("no validation results")
@@ -202,10 +201,10 @@ def build_figures(runs, out_dir, engine=None, saliency_count=5, notes=None):
                 if entry is None:
                     continue
                 results = r.test if split == "test" else r.val
-                rows = predict.read_predictions(predictions_path(results, entry))
+                rows = results.predictions(entry)
                 fpr, tpr, _ = roc_curve([x["label"] for x in rows],
                                         [x["prob_malignant"] for x in rows])
-                curves.append((r.experiment, fpr, tpr, entry["metrics"]["roc_auc"]))
+                curves.append((r.experiment, fpr, tpr, entry.metrics["roc_auc"]))
             if not curves:
                 raise ValueError("no %s results" % split)
             return figures.roc_figure(curves, stem("roc_%s" % split),
@@ -274,10 +273,10 @@ def ensembles(runs, n_boot=1000, seed=0):
         entry = r.chosen_test()
         if entry is None:
             continue
-        preds = predict.read_predictions(predictions_path(r.test, entry))
+        preds = r.test.predictions(entry)
         singles.append((r.experiment, preds))
         rows.append(_metric_row(r.experiment, preds, n_boot, seed,
-                                {"notes": "single model, %s" % snapshot_id(entry)}))
+                                {"notes": "single model, %s" % entry.name}))
     pair = [s for s in singles if s[0] in ("alexnet-aug-large", "googlenet-deeper")]
     members = pair if len(pair) == 2 else singles
     if len(members) >= 2:
@@ -290,21 +289,19 @@ def ensembles(runs, n_boot=1000, seed=0):
         else:
             log.warning("model ensemble skipped: the runs were tested on different records")
     for r in ordered(runs):
-        if not r.test or len(r.test["snapshots"]) < 2:
+        if not r.test or len(r.test.snapshots) < 2:
             continue
-        sets = [predict.read_predictions(predictions_path(r.test, e))
-                for e in r.test["snapshots"]]
+        sets = [r.test.predictions(e) for e in r.test.snapshots]
         rows.append(_metric_row("%s: all %d snapshots" % (r.experiment, len(sets)),
-                                beyond.ensemble(sets, [snapshot_id(e) for e in
-                                                       r.test["snapshots"]]), n_boot, seed,
+                                beyond.ensemble(sets, [e.name for e in r.test.snapshots]),
+                                n_boot, seed,
                                 {"notes": "snapshot ensemble (mean probability)"}))
     return rows
 
 
 def find_crops_table(results):
     """crops.csv of the dataset a results file was computed on (see predict.find_crops_table)."""
-    manifest = results.get("manifest")
-    return predict.find_crops_table(manifest) if manifest else None
+    return predict.find_crops_table(results.manifest) if results.manifest else None
 
 
 def fusion(runs, crops_path=None, n_boot=1000, seed=0):
@@ -317,7 +314,7 @@ def fusion(runs, crops_path=None, n_boot=1000, seed=0):
         path = crops_path or find_crops_table(r.test)
         if not path:
             raise ValueError("no crops.csv found for %s; pass --crops" % r.experiment)
-        preds = predict.read_predictions(predictions_path(r.test, entry))
+        preds = r.test.predictions(entry)
         fused, counts = beyond.fuse_views(preds, beyond.read_crops(path))
         rows.append(_metric_row("%s: per view" % r.experiment, preds, n_boot, seed,
                                 {"notes": "each view scored alone"}))
@@ -332,9 +329,9 @@ def _pooled_activations(caffe, results, snapshot, blob):
     """The activations of `blob` for every record a results file was computed on (with
     predict.with_engine: real Caffe reads the records in its own process)."""
     from deepmammo.caffe.real_child import open_net
-    net = open_net(caffe, results["model"], snapshot, caffe.TEST)
+    net = open_net(caffe, results.model, snapshot, caffe.TEST)
     return beyond.pooled_activations(net, _records(results)[1], blob, _mean_of(results),
-                                     results.get("scale", 1.0))
+                                     results.scale)
 
 
 def tsne_figures(runs, out_dir, engine=None, crops_path=None, seed=0):
@@ -344,24 +341,24 @@ def tsne_figures(runs, out_dir, engine=None, crops_path=None, seed=0):
         if results is None:
             continue
         entry = r.chosen_test() if r.test else r.chosen_val()
-        layer, blob = beyond.last_pool_blob(results["model"])
+        layer, blob = beyond.last_pool_blob(results.model)
         keys, images, labels = _records(results)
-        feats = predict.with_engine(engine or results.get("engine") or "torch",
-                                    _pooled_activations, results, entry["snapshot"], blob,
-                                    source=results["model"])
+        feats = predict.with_engine(engine or results.engine or "torch",
+                                    _pooled_activations, results, entry.snapshot, blob,
+                                    source=results.model)
         points = beyond.tsne(feats, seed=seed)
         colourings = [("label", [_caption(v) for v in labels])]
         path = crops_path or find_crops_table(results)
-        if path and results.get("manifest"):
+        if path and results.manifest:
             crops = beyond.read_crops(path)
-            manifest = predict.read_manifest(results["manifest"])
+            manifest = predict.read_manifest(results.manifest)
             info = [crops.get(manifest.get(k, {}).get("crop_id", ""), {}) for k in keys]
             for column in ("shape", "margins"):
                 colourings.append((column, [i.get(column) for i in info]))
         paths = figures.scatter_figure(points, colourings,
                                        os.path.join(out_dir, "tsne_%s" % r.experiment),
                                        "t-SNE of %s activations, %s (%s set)"
-                                       % (layer, r.experiment, results.get("split")))
+                                       % (layer, r.experiment, results.split))
         made.append(Figure("tsne_%s" % r.experiment, "t-SNE map of the last pooled "
                            "activations (%s, %s)" % (r.experiment, layer), paths))
     return made
@@ -369,28 +366,18 @@ def tsne_figures(runs, out_dir, engine=None, crops_path=None, seed=0):
 
 # ------------------------------------------------------------- calibration, external
 
-def _scored_entry(run):
-    """(split, results, entry) of a run's chosen test snapshot, else its chosen validation
-    snapshot; None without results."""
-    if run.chosen_test() is not None:
-        return "test", run.test, run.chosen_test()
-    if run.chosen_val() is not None:
-        return "val", run.val, run.chosen_val()
-    return None
-
-
 def _calibration_of(results, entry):
     """The entry's reliability bins: from the results file, else from its predictions."""
-    if entry.get("calibration"):
-        return entry["calibration"]
-    return rows_reliability(predict.read_predictions(predictions_path(results, entry)))
+    if entry.calibration:
+        return entry.calibration
+    return rows_reliability(results.predictions(entry))
 
 
 def _calibrated(runs):
     """(run, member, split, entry, calibration) of every run's and seed's chosen snapshot."""
     for run in ordered(runs):
         for member in run.repeats:
-            scored = _scored_entry(member)
+            scored = member.scored()
             if scored is not None:
                 split, results, entry = scored
                 yield run, member, split, entry, _calibration_of(results, entry)
@@ -404,12 +391,12 @@ def calibration_table(runs):
     rows = []
     for run, member, split, entry, cal in _calibrated(runs):
         rows.append({"experiment": run.experiment, "seed": seed_label(member.info),
-                     "split": split, "snapshot": snapshot_id(entry),
-                     "n": entry["metrics"]["n"], "ece": cal["ece"], "mce": cal["mce"],
+                     "split": split, "snapshot": entry.name,
+                     "n": entry.metrics["n"], "ece": cal["ece"], "mce": cal["mce"],
                      "bins": cal["bins"], "run_dir": member.run_dir})
         lines.append("| %s | %s | %s | %s | %d | %.3f | %.3f |" % (
-            run.experiment, seed_label(member.info), split, snapshot_id(entry),
-            entry["metrics"]["n"], cal["ece"], cal["mce"]))
+            run.experiment, seed_label(member.info), split, entry.name,
+            entry.metrics["n"], cal["ece"], cal["mce"]))
     if not rows:
         lines.append("| no evaluated runs | | | | | | |")
     return "\n".join(lines) + "\n", rows
@@ -430,11 +417,12 @@ def calibration_figure(runs, out_dir):
 
 
 def _external_entry(results, run):
-    """The entry of an external results file for the snapshot chosen on validation."""
-    selected = (results.get("selected") or {}).get("snapshot")
-    if not selected and run.chosen_val() is not None:
-        selected = snapshot_id(run.chosen_val())
-    return next((e for e in results["snapshots"] if snapshot_id(e) == selected), None)
+    """The entry of an external results file for the snapshot chosen on validation: the one it
+    marks, else its run's validation choice; None when it has no entry for it."""
+    try:
+        return results.chosen(None if results.selected else run.val)
+    except ValueError:
+        return None
 
 
 def _metric_cell(metrics, ci, name):
@@ -457,17 +445,17 @@ def external_table(runs):
             if not member.external:
                 continue
             sets = [("internal test", None, member.test, member.chosen_test())]
-            sets += [("external: %s (%s)" % (r["external"].get("name"), r.get("split")),
-                      r["external"].get("cases"), r, _external_entry(r, member))
+            sets += [("external: %s (%s)" % (r.external.get("name"), r.split),
+                      r.external.get("cases"), r, _external_entry(r, member))
                      for r in member.external]
             for label, cases, results, entry in sets:
                 if entry is None:
                     continue
-                m, ci = entry["metrics"], entry.get("ci") or {}
+                m, ci = entry.metrics, entry.ci
                 cal = _calibration_of(results, entry)
                 rows.append({"experiment": run.experiment, "seed": seed_label(member.info),
-                             "data": label, "cases": cases, "snapshot": snapshot_id(entry),
-                             "results": results.get("_path"), "ece": cal["ece"], **m})
+                             "data": label, "cases": cases, "snapshot": entry.name,
+                             "results": results.path, "ece": cal["ece"], **m})
                 lines.append("| %s | %s | %s | %s | %d | %s | %.3f |" % (
                     run.experiment, seed_label(member.info), label,
                     os.path.basename(os.path.dirname(cases)) if cases else "-", m["n"],
@@ -490,10 +478,9 @@ def provenance_entries(runs):
         for split, results in (("validation", r.val), ("test", r.test)):
             if not results:
                 continue
-            p = results.get("provenance") or {}
-            facts["%s results" % split] = results.get("_path")
-            facts["%s engine" % split] = "%s (tta %s)" % (results.get("engine"),
-                                                          results.get("tta"))
+            p = results.provenance
+            facts["%s results" % split] = results.path
+            facts["%s engine" % split] = "%s (tta %s)" % (results.engine, results.tta)
             facts["%s eval commit" % split] = p.get("git_commit")
             facts["%s data hashes (sha1)" % split] = {
                 os.path.basename(k.rstrip("/")): v for k, v in (p.get("inputs") or {}).items()
@@ -501,7 +488,7 @@ def provenance_entries(runs):
         chosen = r.chosen_val()
         if chosen:
             facts["snapshot chosen on validation"] = "%s (by %s)" \
-                % (snapshot_id(chosen), ", then ".join(r.criteria))
+                % (chosen.name, ", then ".join(r.criteria))
         entries.append({"title": r.experiment, "facts": facts, "config": r.info.get("config")})
     return entries
 

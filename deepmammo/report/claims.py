@@ -23,10 +23,8 @@ import os
 import numpy as np
 
 from deepmammo.atomic import write_text
-from deepmammo.evaluate import predict
 from deepmammo.evaluate.compare import compare
 from deepmammo.evaluate.runinfo import seed_label
-from deepmammo.evaluate.snapshots import predictions_path
 
 ALPHA = 0.05
 
@@ -69,8 +67,7 @@ def _test_sides(run):
     for member in run.repeats:
         entry = member.chosen_test()
         if entry is not None:
-            sides.append((member, predict.read_predictions(predictions_path(member.test,
-                                                                             entry))))
+            sides.append((member, member.test.predictions(entry)))
     return sides
 
 

@@ -23,13 +23,13 @@ LABELS = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall",
 def _entry_scores(entry, decision):
     """(metrics, CIs) of a results entry at argmax, or at the validation-fitted threshold."""
     if decision == "val-threshold":
-        scored = entry.get("threshold_metrics")
+        scored = entry.threshold_metrics
         if not scored:
             raise ValueError("snapshot %s was not scored at a validation threshold; run "
                              "`deepmammo eval` on test with --val-results and --threshold val"
-                             % os.path.basename(entry["snapshot"]))
+                             % os.path.basename(entry.snapshot))
         return scored["metrics"], scored.get("ci") or {}
-    return entry["metrics"], entry.get("ci") or {}
+    return entry.metrics, entry.ci
 
 
 def _precision(run):
@@ -37,8 +37,8 @@ def _precision(run):
     if run is None:
         return "fp32"
     for results in (run.val, run.test):
-        if results and results.get("precision") not in (None, "fp32"):
-            return results["precision"]
+        if results and results.precision not in (None, "fp32"):
+            return results.precision
     training = ((run.info.get("provenance") or {}).get("training") or {})
     return training.get("precision") or "fp32"
 
@@ -74,7 +74,7 @@ def table_rows(spec, runs, decision="argmax"):
             ours, ci = None, None
             if entry is not None:
                 if metric == "epochs":
-                    ours = entry.get("epoch")
+                    ours = entry.epoch
                 else:
                     ours = scores[0].get(metric)
                     ci = scores[1].get(metric)
@@ -82,10 +82,10 @@ def table_rows(spec, runs, decision="argmax"):
             row[metric + "_low"], row[metric + "_high"] = ci if ci else (None, None)
         if entry is not None:
             results = run.val if spec["split"] == "val" else run.test
-            row.update(snapshot=os.path.basename(entry["snapshot"]),
-                       iteration=entry.get("iteration"), n=entry["metrics"]["n"],
-                       engine=results.get("engine"), run_dir=run.run_dir,
-                       results=results.get("_path"),
+            row.update(snapshot=os.path.basename(entry.snapshot),
+                       iteration=entry.iteration, n=entry.metrics["n"],
+                       engine=results.engine, run_dir=run.run_dir,
+                       results=results.path,
                        seed=run.info.get("seed"))
             if len(run.repeats) > 1:
                 _over_seeds(row, spec, run, decision)
@@ -105,13 +105,13 @@ def _over_seeds(row, spec, run, decision):
     scored = [(m, e) for m, e in members if e is not None]
     row["seeds"] = [seed_label(m.info) for m, _ in scored]
     row["missing_seeds"] = [seed_label(m.info) for m, e in members if e is None]
-    row["snapshot"] = "iter " + "/".join(str(e.get("iteration")) for _, e in scored)
+    row["snapshot"] = "iter " + "/".join(str(e.iteration) for _, e in scored)
     row["run_dir"] = ";".join(m.run_dir for m, _ in scored)
     row["seed"] = ";".join(row["seeds"])
     for metric in spec["metrics"]:
         values = []
         for _, entry in scored:
-            values.append(entry.get("epoch") if metric == "epochs"
+            values.append(entry.epoch if metric == "epochs"
                           else _entry_scores(entry, decision)[0].get(metric))
         values = [v for v in values if v is not None]
         row[metric + "_seeds"] = values
@@ -217,7 +217,7 @@ def runs_table(runs):
         for split, entry in (("val", member.chosen_val()), ("test", member.chosen_test())):
             if entry is None:
                 continue
-            m, ci = entry["metrics"], entry.get("ci") or {}
+            m, ci = entry.metrics, entry.ci
 
             def cell(metric, m=m, ci=ci):
                 value = _fmt(m.get(metric), metric)
@@ -225,11 +225,11 @@ def runs_table(runs):
                     value += " [%.3f, %.3f]" % tuple(ci[metric])
                 return value
             lines.append("| %s | %s | %s | %s | %d | %s |" % (
-                experiment, seed_label(member.info), os.path.basename(entry["snapshot"]),
+                experiment, seed_label(member.info), os.path.basename(entry.snapshot),
                 split, m["n"], " | ".join(cell(k) for k in spec["metrics"])))
             rows.append({"experiment": experiment, "split": split,
                          "seed": member.info.get("seed"),
                          "data_seed": member.info.get("data_seed"),
                          "run_dir": member.run_dir,
-                         "snapshot": os.path.basename(entry["snapshot"]), **m})
+                         "snapshot": os.path.basename(entry.snapshot), **m})
     return "\n".join(lines) + "\n", rows
