@@ -125,6 +125,15 @@ def gather_repeats(run, exp_dir):
     return run
 
 
+def ordered(runs, preferred=()):
+    """Runs in the paper's order (then by name), the `preferred` experiments first."""
+    from deepmammo.report import paper
+    names = [e for e in preferred if e in runs]
+    names += [e for e in paper.experiment_order() if e in runs and e not in names]
+    names += sorted(e for e in runs if e not in names)
+    return [runs[e] for e in names]
+
+
 def collect_runs(runs_root, overrides=None, aliases=None):
     """{experiment: Run} for the newest run folder of each experiment that has results.
 

@@ -5,8 +5,6 @@ test metrics (Table 2). Rows of experiments not run yet show the paper's value a
 An experiment repeated over seeds shows mean +- sd over its seeds (each at its own chosen
 snapshot), the per-seed values beside them, then the paper's number.
 """
-import csv
-import io
 import os
 
 import numpy as np
@@ -14,6 +12,7 @@ import numpy as np
 from deepmammo.atomic import write_text
 from deepmammo.evaluate.runinfo import seed_label
 from deepmammo.report import paper
+from deepmammo.report.table import Table, interval, number
 
 LABELS = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall",
           "epochs": "# Epochs", "specificity": "Specificity", "f1": "F1", "roc_auc": "ROC AUC",
@@ -126,43 +125,51 @@ def _fmt(value, metric):
         return "-"
     if metric == "epochs":
         return "%.1f" % value if abs(value - round(value)) > 0.05 else "%d" % round(value)
-    return "%.3f" % value
+    return number(value)
 
 
-def to_markdown(spec, rows):
-    """A Markdown table: for each metric ours [95% CI] and the paper's, then the snapshot."""
+def paper_table(spec, rows):
+    """The Table of a paper table: for each metric ours [95% CI] and the paper's, then the
+    snapshot."""
     decision = rows[0].get("decision", "argmax") if rows else "argmax"
     head = ["Model"]
     for metric in spec["metrics"]:
         head += ["%s (ours)" % LABELS[metric], "%s (paper)" % LABELS[metric]]
     head += ["Snapshot", "n"]
     repeated = any(row.get("seeds") for row in rows)
-    lines = ["**%s** (%s set; snapshot chosen on validation; decisions %s%s)" % (
-        spec["title"], "validation" if spec["split"] == "val" else "test",
-        "at argmax, as in the paper" if decision == "argmax"
-        else "at the threshold fitted on validation",
-        "; repeated runs: mean ± sd over seeds (each seed's value)" if repeated else ""), "",
-        "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = Table(spec["title"], head, notes="(%s set; snapshot chosen on validation; "
+                  "decisions %s%s)" % (
+                      "validation" if spec["split"] == "val" else "test",
+                      "at argmax, as in the paper" if decision == "argmax"
+                      else "at the threshold fitted on validation",
+                      "; repeated runs: mean ± sd over seeds (each seed's value)"
+                      if repeated else ""))
     for row in rows:
         cells = [row["model"]]
         for metric in spec["metrics"]:
-            ours = _fmt(row.get(metric), metric)
+            def fmt(value, metric=metric):
+                return _fmt(value, metric)
             if row.get(metric + "_seeds"):
                 # mean +- sd over seeds, then each seed's value
-                ours += " ± %s (%s)" % (_fmt(row.get(metric + "_sd"), metric),
-                                        ", ".join(_fmt(v, metric)
-                                                  for v in row[metric + "_seeds"]))
-            elif row.get(metric + "_low") is not None:
-                ours += " [%s, %s]" % (_fmt(row[metric + "_low"], metric),
-                                       _fmt(row[metric + "_high"], metric))
-            cells += [ours, _fmt(row.get(metric + "_paper"), metric)]
+                ours = "%s ± %s (%s)" % (fmt(row.get(metric)), fmt(row.get(metric + "_sd")),
+                                         ", ".join(fmt(v) for v in row[metric + "_seeds"]))
+            else:
+                low = row.get(metric + "_low")
+                ours = interval(row.get(metric), None if low is None
+                                else (low, row[metric + "_high"]), fmt)
+            cells += [ours, fmt(row.get(metric + "_paper"))]
         snapshot = row.get("snapshot") or row["status"]
         if row.get("seeds"):
             snapshot = "%d seeds (%s): %s" % (len(row["seeds"]), ", ".join(row["seeds"]),
                                                snapshot)
         cells += [snapshot, str(row.get("n", "-"))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        table.add(*cells)
+    return table
+
+
+def to_markdown(spec, rows):
+    """The paper table as Markdown."""
+    return paper_table(spec, rows).markdown()
 
 
 def csv_columns(spec):
@@ -174,24 +181,27 @@ def csv_columns(spec):
                    "results"]
 
 
+def _csv_cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ";".join(_csv_cell(x) for x in value)
+    return "%.6g" % value if isinstance(value, float) else value
+
+
+def data_table(spec, rows):
+    """Every number of a paper table's rows, one column each (its CSV)."""
+    columns = csv_columns(spec)
+    return Table(columns=columns, rows=[[_csv_cell(row.get(c)) for c in columns]
+                                        for row in rows])
+
+
 def to_csv(spec, rows):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=csv_columns(spec), extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    def cell(v):
-        if v is None:
-            return ""
-        if isinstance(v, list):
-            return ";".join(cell(x) for x in v)
-        return "%.6g" % v if isinstance(v, float) else v
-    for row in rows:
-        writer.writerow({k: cell(v) for k, v in row.items()})
-    return buf.getvalue()
+    return data_table(spec, rows).csv()
 
 
 def write_table(name, runs, out_dir, decision="argmax"):
-    """Write <out_dir>/<name>.md and .csv for table1/table2/table3; return (markdown, rows)."""
+    """Write <out_dir>/<name>.md and .csv for table1/table2/table3; return (Table, rows)."""
     if name not in paper.TABLES:
         raise ValueError("unknown table %r (choose from %s)" % (name, ", ".join(paper.TABLES)))
     spec = paper.TABLES[name]
@@ -199,37 +209,31 @@ def write_table(name, runs, out_dir, decision="argmax"):
     from deepmammo.report.origin import run_origin, synthetic_note
     note = synthetic_note(run_origin(r.get("run_dir")) for r in rows)
     spec = dict(spec, title=spec["title"] + note) if note else spec
-    markdown = to_markdown(spec, rows)
-    write_text(os.path.join(out_dir, name + ".md"), markdown)
+    table = paper_table(spec, rows)
+    write_text(os.path.join(out_dir, name + ".md"), table.markdown())
     write_text(os.path.join(out_dir, name + ".csv"), to_csv(spec, rows))
-    return markdown, rows
+    return table, rows
 
 
 def runs_table(runs):
     """Every evaluated run (whatever its experiment) at its chosen snapshot: val and test
-    metrics side by side. The paper's tables only name its six experiments; this one shows all."""
-    spec = {"title": "All evaluated runs", "split": "both",
-            "metrics": ("accuracy", "precision", "recall", "roc_auc")}
-    lines = ["| Experiment | Seed | Snapshot | Split | n | Accuracy | Precision | Recall | "
-             "ROC AUC |", "|---|---|---|---|---|---|---|---|---|"]
+    metrics side by side. The paper's tables only name its six experiments; this one shows all.
+    Returns (Table, rows)."""
+    metrics = ("accuracy", "precision", "recall", "roc_auc")
+    table = Table("Every evaluated run", ("Experiment", "Seed", "Snapshot", "Split", "n",
+                                          "Accuracy", "Precision", "Recall", "ROC AUC"),
+                  notes="(snapshot chosen on validation)")
     rows = []
     for experiment, member in ((e, m) for e, run in sorted(runs.items()) for m in run.repeats):
         for split, entry in (("val", member.chosen_val()), ("test", member.chosen_test())):
             if entry is None:
                 continue
             m, ci = entry.metrics, entry.ci
-
-            def cell(metric, m=m, ci=ci):
-                value = _fmt(m.get(metric), metric)
-                if ci.get(metric):
-                    value += " [%.3f, %.3f]" % tuple(ci[metric])
-                return value
-            lines.append("| %s | %s | %s | %s | %d | %s |" % (
-                experiment, seed_label(member.info), os.path.basename(entry.snapshot),
-                split, m["n"], " | ".join(cell(k) for k in spec["metrics"])))
+            table.add(experiment, seed_label(member.info), os.path.basename(entry.snapshot),
+                      split, m["n"], *(interval(m.get(k), ci.get(k)) for k in metrics))
             rows.append({"experiment": experiment, "split": split,
                          "seed": member.info.get("seed"),
                          "data_seed": member.info.get("data_seed"),
                          "run_dir": member.run_dir,
                          "snapshot": os.path.basename(entry.snapshot), **m})
-    return "\n".join(lines) + "\n", rows
+    return table, rows
