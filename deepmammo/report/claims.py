@@ -199,10 +199,6 @@ def claims_table(rows):
     return table
 
 
-def to_markdown(rows):
-    return claims_table(rows).markdown()
-
-
 CSV_COLUMNS = ("claim", "a", "b", "source", "status", "seed_a", "seed_b", "n", "auc_a", "auc_b",
                "delong_z", "delong_p", "acc_a", "acc_b", "mcnemar_b", "mcnemar_c", "mcnemar_p",
                "auc_diff_low", "auc_diff_high", "acc_diff_low", "acc_diff_high", "run_a",
@@ -229,16 +225,12 @@ def data_table(rows):
     return table
 
 
-def to_csv(rows):
-    return data_table(rows).csv()
-
-
 def write_claims(runs, out_dir, pairs=(), n_boot=1000, seed=0, paper_claims=True):
     """Write claims.md, claims.csv and claims.json into out_dir; return (Table, rows)."""
     rows = claims_rows(runs, pairs, n_boot, seed, paper_claims)
     table = claims_table(rows)
     write_text(os.path.join(out_dir, "claims.md"), table.markdown())
-    write_text(os.path.join(out_dir, "claims.csv"), to_csv(rows))
+    write_text(os.path.join(out_dir, "claims.csv"), data_table(rows).csv())
     write_text(os.path.join(out_dir, "claims.json"), json.dumps(
         {"format": "deepmammo-claims/1", "bootstrap": {"unit": "patient", "n_boot": n_boot,
                                                        "seed": seed}, "claims": rows},

@@ -196,10 +196,6 @@ def data_table(spec, rows):
                                         for row in rows])
 
 
-def to_csv(spec, rows):
-    return data_table(spec, rows).csv()
-
-
 def write_table(name, runs, out_dir, decision="argmax"):
     """Write <out_dir>/<name>.md and .csv for table1/table2/table3; return (Table, rows)."""
     if name not in paper.TABLES:
@@ -211,7 +207,7 @@ def write_table(name, runs, out_dir, decision="argmax"):
     spec = dict(spec, title=spec["title"] + note) if note else spec
     table = paper_table(spec, rows)
     write_text(os.path.join(out_dir, name + ".md"), table.markdown())
-    write_text(os.path.join(out_dir, name + ".csv"), to_csv(spec, rows))
+    write_text(os.path.join(out_dir, name + ".csv"), data_table(spec, rows).csv())
     return table, rows
 
 
