@@ -13,6 +13,7 @@ import os
 from deepmammo.evaluate import runinfo
 from deepmammo.evaluate.records import Results
 from deepmammo.report.origin import dataset_origin
+from deepmammo.report.table import Table
 
 FORMAT = "deepmammo-model-card/1"
 SPLITS = ("train", "val", "test")
@@ -166,17 +167,14 @@ def _fmt(value, digits=3):
     return str(value)
 
 
-def _metric_rows(scored, key):
-    rows = []
-    block = (scored or {}).get(key)
-    if not block:
-        return rows
+def _metric_table(scored, key, value_heading):
+    """The metrics of one block (at argmax, at the validation threshold) as Markdown lines."""
+    table = Table(columns=("metric", value_heading, "95% CI"))
     for m in METRICS:
-        v = block.get(m) or {}
+        v = scored[key].get(m) or {}
         ci = v.get("ci95")
-        rows.append(f"| {m} | {_fmt(v.get('value'))} | "
-                    f"{'%s - %s' % (_fmt(ci[0]), _fmt(ci[1])) if ci else '-'} |")
-    return rows
+        table.add(m, _fmt(v.get("value")), "%s - %s" % (_fmt(ci[0]), _fmt(ci[1])) if ci else "-")
+    return table.markdown().splitlines()
 
 
 def render(facts):
@@ -230,13 +228,12 @@ def render(facts):
             lines += [f"## {split.capitalize()}: not evaluated", ""]
             continue
         lines += [f"## {split.capitalize()} ({scored['n']} records; 95% patient-bootstrap "
-                  "intervals)", "", "| metric | at argmax | 95% CI |", "|---|---|---|"]
-        lines += _metric_rows(scored, "at_argmax")
+                  "intervals)", ""]
+        lines += _metric_table(scored, "at_argmax", "at argmax")
         if scored.get("at_validation_threshold"):
             at = scored["at_validation_threshold"]
-            lines += ["", f"At the validation threshold {_fmt(at['threshold'], 4)}:", "",
-                      "| metric | value | 95% CI |", "|---|---|---|"]
-            lines += _metric_rows(scored, "at_validation_threshold")
+            lines += ["", f"At the validation threshold {_fmt(at['threshold'], 4)}:", ""]
+            lines += _metric_table(scored, "at_validation_threshold", "value")
         cal = scored["calibration"]
         lines += ["", f"Calibration of p(malignant): ECE {_fmt(cal['ece'])}, MCE "
                   f"{_fmt(cal['mce'])} ({cal['n_bins']} bins)", ""]
