@@ -12,8 +12,8 @@ from test_report_world import CROP, build_world, write_mean
 
 from deepmammo.evaluate import predict
 from deepmammo.evaluate.snapshots import evaluate
-from deepmammo.report.build import external_table
 from deepmammo.report.collect import collect_runs
+from deepmammo.report.external import external_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,7 +98,8 @@ def test_external_evaluation_subtracts_the_runs_training_mean(world, real_caffe)
     levynet = runs["levynet"]
     assert levynet.test["_path"].endswith("test.json")
     assert [r["_path"] for r in levynet.external] == [out]
-    markdown, rows = external_table(runs)
+    table, rows = external_table(runs)
+    markdown = table.markdown()
     assert [r["data"] for r in rows] == ["internal test", "external: mias (test)"]
     assert rows[1]["snapshot"] == ext["selected"]["snapshot"]
     assert "| levynet | s7 | external: mias (test) | mias | 32 |" in markdown

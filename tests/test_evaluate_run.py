@@ -11,8 +11,8 @@ from test_report_world import build_world, evaluate_world
 from deepmammo.cli import main
 from deepmammo.evaluate.metrics import binary_metrics
 from deepmammo.evaluate.predict import PREDICTION_COLUMNS, read_predictions
+from deepmammo.evaluate.records import predictions_path
 from deepmammo.evaluate.select import select_snapshot
-from deepmammo.evaluate.snapshots import predictions_path
 
 
 @pytest.fixture(scope="module")

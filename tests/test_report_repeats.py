@@ -13,8 +13,9 @@ from test_report_world import _weights, _write_logs, build_world, evaluate_world
 
 from deepmammo.evaluate import predict
 from deepmammo.evaluate.compare import compare
+from deepmammo.evaluate.records import predictions_path
 from deepmammo.evaluate.runinfo import run_info
-from deepmammo.evaluate.snapshots import evaluate, predictions_path
+from deepmammo.evaluate.snapshots import evaluate
 from deepmammo.report.collect import collect_runs
 from deepmammo.report.tables import runs_table, write_table
 
@@ -82,7 +83,8 @@ def test_the_newest_group_gives_every_seed_and_the_table_its_mean_and_sd(world, 
     members = runs["levynet"].repeats
     assert [m.run_dir for m in members] == [world["seeds"][s][0] for s in (1, 2, 3)]
     assert len(runs["googlenet-deeper"].repeats) == 1
-    markdown, rows = write_table("table2", runs, str(tmp_path))
+    table, rows = write_table("table2", runs, str(tmp_path))
+    markdown = table.markdown()
     row = next(r for r in rows if r["experiment"] == "levynet")
     per_seed = []
     for seed in (1, 2, 3):
@@ -101,7 +103,8 @@ def test_the_newest_group_gives_every_seed_and_the_table_its_mean_and_sd(world, 
         line = next(r for r in csv.DictReader(f) if r["experiment"] == "levynet")
     assert [float(v) for v in line["accuracy_seeds"].split(";")] == pytest.approx(per_seed)
     assert float(line["accuracy_sd"]) == pytest.approx(np.std(per_seed, ddof=1))
-    md, all_rows = runs_table(runs)
+    table, all_rows = runs_table(runs)
+    md = table.markdown()
     assert sum(r["experiment"] == "levynet" and r["split"] == "test" for r in all_rows) == 3
     assert "| levynet | s2 |" in md
 
@@ -154,6 +157,6 @@ def test_report_draws_every_seed_and_adds_claims_and_calibration(world, tmp_path
     with open(index) as f:
         page = f.read()
     assert "Paired comparisons" in page and "Calibration" in page and "External" in page
-    from deepmammo.report.build import _learning_curves
-    name, seeds = _learning_curves(runs["levynet"])
+    from deepmammo.report.run_figures import learning_curves
+    name, seeds = learning_curves(runs["levynet"])
     assert name == "levynet" and [s[0] for s in seeds] == ["s1", "s2", "s3"]

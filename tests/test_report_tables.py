@@ -20,7 +20,8 @@ def world(tmp_path_factory, real_caffe):
 def test_table2_reports_test_metrics_of_the_snapshot_chosen_on_validation(world, tmp_path):
     runs = collect_runs(os.path.join(world["root"], "runs"))
     assert sorted(runs) == ["googlenet-deeper", "levynet"]
-    markdown, rows = write_table("table2", runs, str(tmp_path))
+    table, rows = write_table("table2", runs, str(tmp_path))
+    markdown = table.markdown()
     by_exp = {r["experiment"]: r for r in rows}
     for experiment, (_, test) in world["results"].items():
         chosen = test["selected"]["snapshot"]
@@ -78,7 +79,8 @@ def test_run_override_and_missing_runs_folder(world, tmp_path):
 
 def test_table2_at_the_validation_threshold(world, tmp_path):
     runs = collect_runs(os.path.join(world["root"], "runs"))
-    markdown, rows = write_table("table2", runs, str(tmp_path), decision="val-threshold")
+    table, rows = write_table("table2", runs, str(tmp_path), decision="val-threshold")
+    markdown = table.markdown()
     test = world["results"]["levynet"][1]
     chosen = next(e for e in test["snapshots"]
                   if e["snapshot"].endswith(test["selected"]["snapshot"]))

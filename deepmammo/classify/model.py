@@ -12,8 +12,8 @@ import json
 import os
 
 from deepmammo.evaluate import runinfo
+from deepmammo.evaluate.records import Results
 from deepmammo.evaluate.runinfo import resolve_recorded
-from deepmammo.evaluate.select import snapshot_id
 from deepmammo.prep.recipe import Recipe
 
 
@@ -48,7 +48,8 @@ class TrainedRun:
         self.train_val = self._file("train_val.prototxt", "the TEST Data layer's transform")
         self.snapshots = self._snapshots()
         self.val_path = os.path.join(self.run_dir, "eval", "val.json")
-        self.val = _load_json(self.val_path) if os.path.isfile(self.val_path) else None
+        self.val = Results(_load_json(self.val_path), self.val_path) \
+            if os.path.isfile(self.val_path) else None
         self.snapshot, self.chosen_by = self._choose(snapshot)
         self.threshold = self._threshold()
         self.dataset = self._dataset()
@@ -74,7 +75,7 @@ class TrainedRun:
 
     def _choose(self, wanted):
         if wanted is None:
-            selected = (self.val or {}).get("selected") or {}
+            selected = self.val.selected if self.val else {}
             name = selected.get("snapshot")
             if name:
                 for path in self.snapshots:
@@ -100,13 +101,11 @@ class TrainedRun:
 
     def _threshold(self):
         """The decision threshold validation fitted for this snapshot; None: argmax."""
-        for entry in (self.val or {}).get("snapshots") or ():
-            if snapshot_id(entry) == os.path.basename(self.snapshot):
-                fitted = entry.get("fitted_threshold") or {}
-                if fitted.get("value") is not None:
-                    return {"value": float(fitted["value"]),
-                            "criterion": fitted.get("criterion", ""),
-                            "source": self.val_path}
+        entry = self.val.entry(os.path.basename(self.snapshot)) if self.val else None
+        fitted = (entry.fitted_threshold if entry else None) or {}
+        if fitted.get("value") is not None:
+            return {"value": float(fitted["value"]), "criterion": fitted.get("criterion", ""),
+                    "source": self.val_path}
         return None
 
     def _dataset(self):

@@ -62,14 +62,14 @@ def run_eval(args):
 
 
 def summary_table(results):
-    """A short text table of the results, one snapshot a line."""
-    names = [e["snapshot"].replace("\\", "/").rsplit("/", 1)[-1] for e in results["snapshots"]]
-    title = "snapshot (%s)" % results.get("split")
+    """A short text table of the results (a Results record), one snapshot a line."""
+    names = [e.name for e in results.snapshots]
+    title = "snapshot (%s)" % results.split
     width = max([len(title)] + [len(n) for n in names])  # names are never cut
     lines = ["%-*s %6s %6s %6s %6s %6s" % (width, title, "acc", "prec", "recall", "auc", "n")]
-    selected = results.get("selected") or {}
-    for name, e in zip(names, results["snapshots"]):
-        m = e["metrics"]
+    selected = results.selected
+    for name, e in zip(names, results.snapshots):
+        m = e.metrics
         auc = "%.3f" % m["roc_auc"] if m["roc_auc"] is not None else "-"
         lines.append("%-*s %6.3f %6.3f %6.3f %6s %6d%s" % (
             width, name, m["accuracy"], m["precision"], m["recall"], auc, m["n"],

@@ -23,7 +23,6 @@ from scipy import stats
 
 from deepmammo.evaluate import predict
 from deepmammo.evaluate.bootstrap import patient_groups
-from deepmammo.evaluate.select import snapshot_id
 
 # The fields a comparison writes, in the order it prints them.
 FIELDS = ("n", "auc_a", "auc_b", "delong_z", "delong_p", "acc_a", "acc_b", "mcnemar_b",
@@ -139,33 +138,18 @@ def _decisions(rows):
     return (np.array([r["prob_malignant"] for r in rows]) > 0.5).astype(np.int64)
 
 
-def chosen_entry(results):
-    """The snapshot entry of a results JSON chosen on validation (its `selected` mark)."""
-    selected = results.get("selected") or {}
-    if not selected.get("snapshot"):
-        raise ValueError("%s marks no snapshot chosen on validation (evaluate the test set "
-                         "with --val-results, or compare predictions CSVs)"
-                         % results.get("_path"))
-    for entry in results["snapshots"]:
-        if snapshot_id(entry) == selected["snapshot"]:
-            return entry
-    raise ValueError("%s: the chosen snapshot %s has no entry" % (results.get("_path"),
-                                                                  selected["snapshot"]))
-
-
 def load_side(path):
     """(rows, description) of one side: a predictions CSV, or a results JSON's chosen snapshot."""
-    from deepmammo.evaluate.snapshots import load_results, predictions_path
+    from deepmammo.evaluate.records import Results
     if not os.path.isfile(path):
         raise FileNotFoundError("predictions or results file not found: %s" % path)
     if path.endswith(".json"):
-        results = load_results(path)
-        entry = chosen_entry(results)
-        csv_path = predictions_path(results, entry)
+        results = Results.load(path)
+        entry = results.chosen()
+        csv_path = results.predictions_path(entry)
         return predict.read_predictions(csv_path), {
             "file": os.path.abspath(path), "predictions": csv_path,
-            "snapshot": snapshot_id(entry), "split": results.get("split"),
-            "run_dir": (results.get("run") or {}).get("run_dir")}
+            "snapshot": entry.name, "split": results.split, "run_dir": results.run_dir}
     return predict.read_predictions(path), {"file": os.path.abspath(path),
                                             "predictions": os.path.abspath(path)}
 

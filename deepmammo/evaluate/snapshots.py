@@ -6,9 +6,9 @@ results.json (format "deepmammo-eval/1") is what tables and figures read:
   predictions CSV (relative to results.json), metrics at argmax, 95% patient-bootstrap CIs,
   the threshold a validation set would choose, the reliability diagram and expected calibration
   error of p(malignant) (calibration.py), and (test with validation results) the chosen
-  snapshot and metrics at the validation threshold.
+  snapshot and metrics at the validation threshold. Readers take it as a `Results` record
+(records.py).
 """
-import json
 import logging
 import os
 
@@ -20,6 +20,7 @@ from deepmammo.evaluate import external, predict, runinfo
 from deepmammo.evaluate.bootstrap import bootstrap_ci
 from deepmammo.evaluate.calibration import rows_reliability
 from deepmammo.evaluate.metrics import binary_metrics
+from deepmammo.evaluate.records import FORMAT, Results
 from deepmammo.evaluate.select import (
     DEFAULT_CRITERIA,
     choose_threshold,
@@ -28,7 +29,6 @@ from deepmammo.evaluate.select import (
 )
 
 log = logging.getLogger(__name__)
-FORMAT = "deepmammo-eval/1"
 
 
 def score_rows(rows, threshold=None, n_boot=1000, seed=0, use_preds=True):
@@ -55,26 +55,6 @@ def infer_split(lmdb_path, manifest, keys):
         if name.startswith(split):
             return split
     return None
-
-
-def load_results(path):
-    if not os.path.isfile(path):
-        raise FileNotFoundError("results file not found: %s" % path)
-    with open(path) as f:
-        try:
-            results = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError("%s: not JSON (%s)" % (path, exc)) from exc
-    if results.get("format") != FORMAT:
-        raise ValueError("%s: not a deepmammo eval results file (format %r)"
-                         % (path, results.get("format")))
-    results["_path"] = os.path.abspath(path)
-    return results
-
-
-def predictions_path(results, entry):
-    """Absolute path of a snapshot's predictions CSV."""
-    return os.path.join(os.path.dirname(results["_path"]), entry["predictions"])
 
 
 def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, scale=None,
@@ -136,7 +116,7 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
         log.warning("no manifest at %s: the bootstrap resamples records, not patients",
                     manifest_path)
     split = split or infer_split(lmdb_path, manifest, keys)
-    val = load_results(val_results) if val_results else None
+    val = Results.load(val_results) if val_results else None
     if threshold == "val" and val is None:
         raise ValueError("--threshold val needs --val-results (a validation results.json)")
     if val is not None and val.get("split") not in (None, "val"):
@@ -179,7 +159,7 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
                                           [r["prob_malignant"] for r in rows])}
         entries.append(entry)
 
-    results = {
+    data = {
         "format": FORMAT, "split": split, "model": os.path.realpath(model),
         "lmdb": os.path.abspath(lmdb_path),
         "mean": os.path.abspath(mean_path) if mean_path else mean_value,
@@ -194,25 +174,25 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
         "bootstrap": {"unit": "patient", "n_boot": n_boot, "seed": seed, "level": 0.95},
         "snapshots": entries,
     }
-    apply_selection(results, val if val is not None else (results if split == "val" else None),
+    apply_selection(data, val if val is not None else (Results(data) if split == "val" else None),
                     threshold, criteria, n_boot, seed, out_dir)
     inputs = [model, lmdb_path] + ([mean_path] if mean_path else []) + \
         ([train_val] if train_val else []) + files
-    results["provenance"] = provenance(
+    data["provenance"] = provenance(
         config={"engine": engine, "precision": precision, "tta": tta, "scale": scale,
                 "threshold": threshold,
                 "criteria": list(criteria), "val_results": val_results},
         seed=seed, inputs=inputs)
-    write_text(out, json.dumps(results, indent=1, sort_keys=False) + "\n")
+    results = Results(data, out)
+    write_text(out, results.to_json())
     log.info("wrote %s", out)
-    results["_path"] = os.path.abspath(out)  # as load_results gives it; not in the file
     return results
 
 
 def selection_criteria(criteria, val, val_path=None):
     """The metrics that choose the snapshot: those the validation results recorded when there
     are some (a different request is refused), else `criteria`, else the default."""
-    recorded = ((val or {}).get("selected") or {}).get("criteria")
+    recorded = val.selected.get("criteria") if val is not None else None
     if recorded:
         if criteria and tuple(criteria) != tuple(recorded):
             raise ValueError(
@@ -223,23 +203,24 @@ def selection_criteria(criteria, val, val_path=None):
     return tuple(criteria or DEFAULT_CRITERIA)
 
 
-def apply_selection(results, val, threshold, criteria, n_boot, seed, out_dir):
-    """Mark the snapshot chosen on validation and, on request, score at its val threshold."""
+def apply_selection(data, val, threshold, criteria, n_boot, seed, out_dir):
+    """Mark, in the results `data` being written, the snapshot chosen on validation (`val`:
+    Results) and, on request, score each snapshot at its validation threshold."""
     if val is None:
-        results["selected"] = None
+        data["selected"] = None
         return
-    chosen = select_snapshot(val["snapshots"], criteria)
-    results["selected"] = {"snapshot": snapshot_id(chosen), "iteration": chosen["iteration"],
-                           "criteria": list(criteria),
-                           "source": val.get("_path", "this file")}
+    chosen = select_snapshot(val.snapshots, criteria)
+    data["selected"] = {"snapshot": chosen.name, "iteration": chosen.iteration,
+                        "criteria": list(criteria),
+                        "source": val.path or "this file"}
     if threshold != "val":
         return
-    fitted = {snapshot_id(e): e.get("fitted_threshold") for e in val["snapshots"]}
-    for entry in results["snapshots"]:
-        fit = fitted.get(snapshot_id(entry))
+    fitted = {e.name: e.fitted_threshold for e in val.snapshots}
+    for entry in data["snapshots"]:
+        name = snapshot_id(entry)
+        fit = fitted.get(name)
         if not fit:
-            raise ValueError("snapshot %s has no threshold in the validation results"
-                             % snapshot_id(entry))
+            raise ValueError("snapshot %s has no threshold in the validation results" % name)
         rows = predict.read_predictions(os.path.join(out_dir, entry["predictions"]))
         metrics, ci = score_rows(rows, threshold=fit["value"], n_boot=n_boot, seed=seed)
         entry["threshold_metrics"] = {"threshold": fit["value"], "criterion": fit["criterion"],

@@ -65,10 +65,10 @@ def cmd_experiment(args):
 
 def _print_evaluation(run):
     from deepmammo.evaluate.commands import summary_table
-    from deepmammo.evaluate.snapshots import load_results
+    from deepmammo.evaluate.records import Results
     from deepmammo.experiment.training import evaluation_paths
     for path in evaluation_paths(run):
-        print(summary_table(load_results(path)))
+        print(summary_table(Results.load(path)))
 
 
 def _print_run(run):

@@ -15,18 +15,15 @@ how many seed pairs reach p < 0.05. Runs are paired by (data seed, training seed
 experiments have those seeds; a single run is set against every seed of the other side;
 otherwise seeds are paired in order, and the row says so.
 """
-import csv
-import io
 import json
 import os
 
 import numpy as np
 
 from deepmammo.atomic import write_text
-from deepmammo.evaluate import predict
 from deepmammo.evaluate.compare import compare
 from deepmammo.evaluate.runinfo import seed_label
-from deepmammo.evaluate.snapshots import predictions_path
+from deepmammo.report.table import Table, interval, number
 
 ALPHA = 0.05
 
@@ -69,8 +66,7 @@ def _test_sides(run):
     for member in run.repeats:
         entry = member.chosen_test()
         if entry is not None:
-            sides.append((member, predict.read_predictions(predictions_path(member.test,
-                                                                             entry))))
+            sides.append((member, member.test.predictions(entry)))
     return sides
 
 
@@ -156,60 +152,51 @@ HEAD = ("Claim", "A", "B", "Seeds", "n", "AUC A", "AUC B", "DeLong z", "DeLong p
         "Notes")
 
 
-def _f(value, digits=3):
-    return "-" if value is None else "%.*f" % (digits, value)
-
-
 def _p(value):
     if value is None:
         return "-"
     return "<0.001" if value < 0.001 else "%.3f" % value
 
 
-def _ci(diff, ci):
-    return "%s [%s, %s]" % (_f(diff), _f(ci[0]), _f(ci[1])) if ci else _f(diff)
-
-
 def _pair_cells(p):
-    return [str(p["n"]), _f(p["auc_a"]), _f(p["auc_b"]), _f(p["delong_z"], 2),
-            _p(p["delong_p"]), _f(p["acc_a"]), _f(p["acc_b"]),
+    return [str(p["n"]), number(p["auc_a"]), number(p["auc_b"]), number(p["delong_z"], 2),
+            _p(p["delong_p"]), number(p["acc_a"]), number(p["acc_b"]),
             "%d / %d" % (p["mcnemar_b"], p["mcnemar_c"]), _p(p["mcnemar_p"]),
-            _ci(p["auc_a"] - p["auc_b"], p["auc_diff_ci"]),
-            _ci(p["acc_a"] - p["acc_b"], p["acc_diff_ci"])]
+            interval(p["auc_a"] - p["auc_b"], p["auc_diff_ci"]),
+            interval(p["acc_a"] - p["acc_b"], p["acc_diff_ci"])]
 
 
-def to_markdown(rows):
-    lines = ["**The paper's pairwise claims, tested** (test set, snapshot chosen on validation; "
-             "DeLong's test of the ROC AUCs, exact McNemar on the argmax decisions, "
-             "patient-clustered bootstrap 95% intervals of A - B; several seeds: one test per "
-             "seed pair, never pooled)", "",
-             "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+def claims_table(rows):
+    """The claims as a Table: one row per claim with one seed pair, else a summary row over
+    the seed pairs followed by one row per pair."""
+    table = Table("The paper's pairwise claims, tested", HEAD, notes=(
+        "(test set, snapshot chosen on validation; DeLong's test of the ROC AUCs, exact McNemar "
+        "on the argmax decisions, patient-clustered bootstrap 95% intervals of A - B; several "
+        "seeds: one test per seed pair, never pooled)"))
     for row in rows:
         claim = row["claim"] + (" (%s)" % row["source"] if row.get("source") else "")
         if row["status"] != "ok":
-            lines.append("| %s | %s | %s | %s |" % (claim, row["a"], row["b"], " | ".join(
-                ["-"] * (len(HEAD) - 4) + [row["status"]])))
+            table.add(claim, row["a"], row["b"], *["-"] * (len(HEAD) - 4), row["status"])
             continue
         pairs, note = row["pairs"], row.get("note") or ""
         if len(pairs) == 1:
             p = pairs[0]
-            lines.append("| %s | %s | %s | %s | %s | %s |" % (
-                claim, row["a"], row["b"], "%s vs %s" % (p["seed_a"], p["seed_b"]),
-                " | ".join(_pair_cells(p)), note))
+            table.add(claim, row["a"], row["b"], "%s vs %s" % (p["seed_a"], p["seed_b"]),
+                      *_pair_cells(p), note)
             continue
         s = row["summary"]
         k = s["pairs"]
-        lines.append("| %s | %s | %s | %d pairs | %d | %s | %s | - | %d/%d < 0.05 | %s | %s | - | "
-                     "%d/%d < 0.05 | %s ± %s | %s ± %s | %s |" % (
-                         claim, row["a"], row["b"], k, s["n"], _f(s["auc_a"]), _f(s["auc_b"]),
-                         s["delong_significant"], k, _f(s["acc_a"]), _f(s["acc_b"]),
-                         s["mcnemar_significant"], k, _f(s["auc_diff"]),
-                         _f(s["auc_diff_sd"]), _f(s["acc_diff"]), _f(s["acc_diff_sd"]),
-                         ("mean (± sd) over seed pairs; " + note).rstrip("; ")))
+        table.add(claim, row["a"], row["b"], "%d pairs" % k, "%d" % s["n"], number(s["auc_a"]),
+                  number(s["auc_b"]), "-", "%d/%d < 0.05" % (s["delong_significant"], k),
+                  number(s["acc_a"]), number(s["acc_b"]), "-",
+                  "%d/%d < 0.05" % (s["mcnemar_significant"], k),
+                  "%s ± %s" % (number(s["auc_diff"]), number(s["auc_diff_sd"])),
+                  "%s ± %s" % (number(s["acc_diff"]), number(s["acc_diff_sd"])),
+                  ("mean (± sd) over seed pairs; " + note).rstrip("; "))
         for p in pairs:
-            lines.append("| ↳ | | | %s vs %s | %s | |" % (p["seed_a"], p["seed_b"],
-                                                          " | ".join(_pair_cells(p))))
-    return "\n".join(lines) + "\n"
+            table.add("↳", None, None, "%s vs %s" % (p["seed_a"], p["seed_b"]), *_pair_cells(p),
+                      None)
+    return table
 
 
 CSV_COLUMNS = ("claim", "a", "b", "source", "status", "seed_a", "seed_b", "n", "auc_a", "auc_b",
@@ -218,12 +205,15 @@ CSV_COLUMNS = ("claim", "a", "b", "source", "status", "seed_a", "seed_b", "n", "
                "run_b")
 
 
-def to_csv(rows):
+def _csv_cell(value):
+    if value is None:
+        return ""
+    return "%.6g" % value if isinstance(value, float) else value
+
+
+def data_table(rows):
     """One line per seed pair (a claim not compared: one line with its status)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
+    table = Table(columns=CSV_COLUMNS)
     for row in rows:
         base = {k: row.get(k) for k in ("claim", "a", "b", "source", "status")}
         for p in row["pairs"] or [{}]:
@@ -231,19 +221,18 @@ def to_csv(rows):
             for name in ("auc_diff", "acc_diff"):
                 ci = p.get(name + "_ci") or (None, None)
                 line[name + "_low"], line[name + "_high"] = ci
-            writer.writerow({k: ("" if v is None else ("%.6g" % v if isinstance(v, float)
-                                                       else v)) for k, v in line.items()})
-    return buf.getvalue()
+            table.add(*(_csv_cell(line.get(c)) for c in CSV_COLUMNS))
+    return table
 
 
 def write_claims(runs, out_dir, pairs=(), n_boot=1000, seed=0, paper_claims=True):
-    """Write claims.md, claims.csv and claims.json into out_dir; return (markdown, rows)."""
+    """Write claims.md, claims.csv and claims.json into out_dir; return (Table, rows)."""
     rows = claims_rows(runs, pairs, n_boot, seed, paper_claims)
-    markdown = to_markdown(rows)
-    write_text(os.path.join(out_dir, "claims.md"), markdown)
-    write_text(os.path.join(out_dir, "claims.csv"), to_csv(rows))
+    table = claims_table(rows)
+    write_text(os.path.join(out_dir, "claims.md"), table.markdown())
+    write_text(os.path.join(out_dir, "claims.csv"), data_table(rows).csv())
     write_text(os.path.join(out_dir, "claims.json"), json.dumps(
         {"format": "deepmammo-claims/1", "bootstrap": {"unit": "patient", "n_boot": n_boot,
                                                        "seed": seed}, "claims": rows},
         indent=1, default=str) + "\n")
-    return markdown, rows
+    return table, rows

@@ -13,20 +13,16 @@ import json
 import logging
 import os
 
+from deepmammo.evaluate.records import FORMAT, Results
 from deepmammo.evaluate.runinfo import run_info
-from deepmammo.evaluate.select import (
-    DEFAULT_CRITERIA,
-    chosen_test_entry,
-    select_snapshot,
-    snapshot_id,
-)
-from deepmammo.evaluate.snapshots import FORMAT, load_results
+from deepmammo.evaluate.select import DEFAULT_CRITERIA
 
 log = logging.getLogger(__name__)
 
 
 class Run:
-    """One training run with its validation and test results (either may be missing)."""
+    """One training run with its validation and test results (Results records; either may be
+    missing)."""
 
     def __init__(self, experiment, run_dir, val=None, test=None):
         self.experiment = experiment
@@ -45,29 +41,24 @@ class Run:
     @property
     def criteria(self):
         """The validation metrics `deepmammo eval --select-by` chose the snapshot with."""
-        selected = (self.val or {}).get("selected") or {}
-        return tuple(selected.get("criteria") or DEFAULT_CRITERIA)
+        return self.val.criteria if self.val else DEFAULT_CRITERIA
 
     def chosen_val(self):
         """The validation entry chosen on validation, or None without validation results."""
-        return select_snapshot(self.val["snapshots"], self.criteria) if self.val else None
+        return self.val.chosen() if self.val else None
 
     def chosen_test(self):
-        """The test entry of the snapshot chosen on validation (None if either is missing).
+        """The test entry of the snapshot chosen on validation (None if either is missing)."""
+        return self.test.chosen(self.val) if self.val and self.test else None
 
-        The test results name the snapshot their evaluation reported; it must be the one the
-        validation results choose, or the two files are of different choices."""
-        if not (self.val and self.test):
-            return None
-        chosen, entry = chosen_test_entry(self.val["snapshots"], self.test["snapshots"],
-                                          self.criteria)
-        reported = (self.test.get("selected") or {}).get("snapshot")
-        if reported and reported != snapshot_id(chosen):
-            raise ValueError(f"{self.test.get('_path')}: reports {reported}, but its validation "
-                             f"results choose {snapshot_id(chosen)} by "
-                             f"{', '.join(self.criteria)}; evaluate test again with "
-                             "--val-results")
-        return entry
+    def scored(self):
+        """(split, results, entry) of the chosen snapshot on test, else on validation; None
+        without results."""
+        if self.chosen_test() is not None:
+            return "test", self.test, self.chosen_test()
+        if self.chosen_val() is not None:
+            return "val", self.val, self.chosen_val()
+        return None
 
     def __repr__(self):
         return "Run(%s, %s)" % (self.experiment, self.run_dir)
@@ -103,11 +94,11 @@ def results_files(run_dir, external=None):
 def load_run(run_dir, experiment=None):
     external = []
     files = results_files(run_dir, external)
-    val = load_results(files["val"]) if "val" in files else None
-    test = load_results(files["test"]) if "test" in files else None
+    val = Results.load(files["val"]) if "val" in files else None
+    test = Results.load(files["test"]) if "test" in files else None
     experiment = experiment or run_info(run_dir)["experiment"]
     run = Run(experiment, run_dir, val, test)
-    run.external = [load_results(p) for p in sorted(external)]
+    run.external = [Results.load(p) for p in sorted(external)]
     return run
 
 
@@ -132,6 +123,15 @@ def gather_repeats(run, exp_dir):
             members.append(load_run(other, run.experiment))
     run.repeats = sorted(members, key=_seed_order)
     return run
+
+
+def ordered(runs, preferred=()):
+    """Runs in the paper's order (then by name), the `preferred` experiments first."""
+    from deepmammo.report import paper
+    names = [e for e in preferred if e in runs]
+    names += [e for e in paper.experiment_order() if e in runs and e not in names]
+    names += sorted(e for e in runs if e not in names)
+    return [runs[e] for e in names]
 
 
 def collect_runs(runs_root, overrides=None, aliases=None):

@@ -96,14 +96,14 @@ def run_tables(args):
     from deepmammo.report.tables import write_table
     runs = _collect(args)
     for name in args.table:
-        markdown, _ = write_table(name, runs, args.out, args.decision)
-        print(markdown)
+        table, _ = write_table(name, runs, args.out, args.decision)
+        print(table.markdown())
     print("written to %s" % args.out)
     return 0
 
 
 def run_figures(args):
-    from deepmammo.report.build import build_figures
+    from deepmammo.report.run_figures import build_figures
     runs = _collect(args)
     notes = []
     made = build_figures(runs, args.out, args.engine, args.saliency_count, notes)
@@ -162,8 +162,8 @@ def run_compare(args):
                          "over --runs; got %d" % len(args.files))
     from deepmammo.report.claims import parse_pairs, write_claims
     out = args.out or os.path.join("reports", "compare")
-    markdown, rows = write_claims(_collect(args), out, parse_pairs(args.pair), args.bootstrap,
-                                  args.seed)
-    print(markdown)
+    table, _ = write_claims(_collect(args), out, parse_pairs(args.pair), args.bootstrap,
+                            args.seed)
+    print(table.markdown())
     print("written to %s" % out)
     return 0

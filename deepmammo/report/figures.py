@@ -1,7 +1,7 @@
 """The paper's figures (and a ROC figure) drawn with matplotlib, each saved as PNG and PDF.
 
 Every function takes plain data (arrays, lists of rows) and an output stem, so it can be fed
-from our runs or anyone else's; build.py gathers the data from runs.
+from our runs or anyone else's; run_figures.py gathers the data from runs.
 """
 import math
 import os

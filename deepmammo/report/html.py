@@ -40,30 +40,6 @@ def esc(text):
     return html.escape("" if text is None else str(text))
 
 
-def markdown_table(markdown):
-    """HTML for the Markdown tables our tables module writes (title line, then | rows |)."""
-    out, rows = [], []
-    for line in markdown.splitlines():
-        line = line.strip()
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if all(set(c) <= set("-: ") for c in cells):
-                continue
-            rows.append(cells)
-        elif line:
-            text = esc(line)
-            if text.startswith("**") and "**" in text[2:]:
-                end = text.index("**", 2)
-                text = "<strong>%s</strong>%s" % (text[2:end], text[end + 2:])
-            out.append("<p>%s</p>" % text)
-    if rows:
-        out.append("<table><tr>%s</tr>" % "".join("<th>%s</th>" % esc(c) for c in rows[0]))
-        for r in rows[1:]:
-            out.append("<tr>%s</tr>" % "".join("<td>%s</td>" % esc(c) for c in r))
-        out.append("</table>")
-    return "\n".join(out)
-
-
 def figure_html(src, caption, pdf=None):
     link = ' (<a href="%s">PDF</a>)' % esc(pdf) if pdf else ""
     return ('<figure><img src="%s" alt="%s"><figcaption>%s%s</figcaption></figure>'

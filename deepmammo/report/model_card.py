@@ -11,7 +11,9 @@ import json
 import os
 
 from deepmammo.evaluate import runinfo
+from deepmammo.evaluate.records import Results
 from deepmammo.report.origin import dataset_origin
+from deepmammo.report.table import Table
 
 FORMAT = "deepmammo-model-card/1"
 SPLITS = ("train", "val", "test")
@@ -34,11 +36,10 @@ def _json(path):
             return None
 
 
-def _entry(results, name):
-    for entry in (results or {}).get("snapshots") or ():
-        if os.path.basename(entry["snapshot"]) == name:
-            return entry
-    return None
+def _results(path):
+    """The Results record of an eval results file, or None when there is none to read."""
+    data = _json(path)
+    return Results(data, path) if isinstance(data, dict) else None
 
 
 def _scored(entry):
@@ -46,16 +47,15 @@ def _scored(entry):
     validation threshold."""
     if entry is None:
         return None
-    out = {"n": entry["metrics"].get("n"), "at_argmax": {
-        m: {"value": entry["metrics"].get(m), "ci95": (entry.get("ci") or {}).get(m)}
-        for m in METRICS}}
-    tm = entry.get("threshold_metrics")
+    out = {"n": entry.metrics.get("n"), "at_argmax": {
+        m: {"value": entry.metrics.get(m), "ci95": entry.ci.get(m)} for m in METRICS}}
+    tm = entry.threshold_metrics
     if tm:
         out["at_validation_threshold"] = {
             "threshold": tm["threshold"],
             **{m: {"value": tm["metrics"].get(m), "ci95": (tm.get("ci") or {}).get(m)}
                for m in METRICS}}
-    cal = entry.get("calibration") or {}
+    cal = entry.calibration or {}
     out["calibration"] = {"ece": cal.get("ece"), "mce": cal.get("mce"),
                           "n_bins": cal.get("n_bins")}
     return out
@@ -68,16 +68,17 @@ def card_facts(run, snapshot=None):
     info = runinfo.run_info(run_dir)
     config = info.get("config") or {}
     prov = info.get("provenance") or {}
-    val = _json(os.path.join(run_dir, "eval", "val.json"))
-    test = _json(os.path.join(run_dir, "eval", "test.json"))
-    selected = ((test or val or {}).get("selected") or {})
+    val = _results(os.path.join(run_dir, "eval", "val.json"))
+    test = _results(os.path.join(run_dir, "eval", "test.json"))
+    selected = (test or val).selected if (test or val) else {}
     name = os.path.basename(snapshot) if snapshot else selected.get("snapshot")
     if not name:
         found = sorted((f for f in os.listdir(run_dir) if runinfo.snapshot_iteration(f)
                         is not None and f.endswith(".caffemodel")),
                        key=runinfo.snapshot_iteration)
         name = found[-1] if found else None
-    val_entry, test_entry = _entry(val, name), _entry(test, name)
+    val_entry = val.entry(name) if val else None
+    test_entry = test.entry(name) if test else None
     dataset = resolve_recorded(config.get("dataset"), run_dir) \
         if isinstance(config.get("dataset"), str) else None
     build = _json(os.path.join(dataset, "build.json")) if dataset else None
@@ -100,7 +101,7 @@ def card_facts(run, snapshot=None):
             "snapshot_choice": ("given" if snapshot else
                                 "chosen on validation by " + ", ".join(selected["criteria"])
                                 if selected.get("criteria") else "the last snapshot"),
-            "threshold": (val_entry or {}).get("fitted_threshold"),
+            "threshold": val_entry.fitted_threshold if val_entry else None,
             "classes": ["benign", "malignant"],
         },
         "data": {
@@ -166,17 +167,14 @@ def _fmt(value, digits=3):
     return str(value)
 
 
-def _metric_rows(scored, key):
-    rows = []
-    block = (scored or {}).get(key)
-    if not block:
-        return rows
+def _metric_table(scored, key, value_heading):
+    """The metrics of one block (at argmax, at the validation threshold) as Markdown lines."""
+    table = Table(columns=("metric", value_heading, "95% CI"))
     for m in METRICS:
-        v = block.get(m) or {}
+        v = scored[key].get(m) or {}
         ci = v.get("ci95")
-        rows.append(f"| {m} | {_fmt(v.get('value'))} | "
-                    f"{'%s - %s' % (_fmt(ci[0]), _fmt(ci[1])) if ci else '-'} |")
-    return rows
+        table.add(m, _fmt(v.get("value")), "%s - %s" % (_fmt(ci[0]), _fmt(ci[1])) if ci else "-")
+    return table.markdown().splitlines()
 
 
 def render(facts):
@@ -230,13 +228,12 @@ def render(facts):
             lines += [f"## {split.capitalize()}: not evaluated", ""]
             continue
         lines += [f"## {split.capitalize()} ({scored['n']} records; 95% patient-bootstrap "
-                  "intervals)", "", "| metric | at argmax | 95% CI |", "|---|---|---|"]
-        lines += _metric_rows(scored, "at_argmax")
+                  "intervals)", ""]
+        lines += _metric_table(scored, "at_argmax", "at argmax")
         if scored.get("at_validation_threshold"):
             at = scored["at_validation_threshold"]
-            lines += ["", f"At the validation threshold {_fmt(at['threshold'], 4)}:", "",
-                      "| metric | value | 95% CI |", "|---|---|---|"]
-            lines += _metric_rows(scored, "at_validation_threshold")
+            lines += ["", f"At the validation threshold {_fmt(at['threshold'], 4)}:", ""]
+            lines += _metric_table(scored, "at_validation_threshold", "value")
         cal = scored["calibration"]
         lines += ["", f"Calibration of p(malignant): ECE {_fmt(cal['ece'])}, MCE "
                   f"{_fmt(cal['mce'])} ({cal['n_bins']} bins)", ""]

@@ -5,8 +5,6 @@ test metrics (Table 2). Rows of experiments not run yet show the paper's value a
 An experiment repeated over seeds shows mean +- sd over its seeds (each at its own chosen
 snapshot), the per-seed values beside them, then the paper's number.
 """
-import csv
-import io
 import os
 
 import numpy as np
@@ -14,6 +12,7 @@ import numpy as np
 from deepmammo.atomic import write_text
 from deepmammo.evaluate.runinfo import seed_label
 from deepmammo.report import paper
+from deepmammo.report.table import Table, interval, number
 
 LABELS = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall",
           "epochs": "# Epochs", "specificity": "Specificity", "f1": "F1", "roc_auc": "ROC AUC",
@@ -23,13 +22,13 @@ LABELS = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall",
 def _entry_scores(entry, decision):
     """(metrics, CIs) of a results entry at argmax, or at the validation-fitted threshold."""
     if decision == "val-threshold":
-        scored = entry.get("threshold_metrics")
+        scored = entry.threshold_metrics
         if not scored:
             raise ValueError("snapshot %s was not scored at a validation threshold; run "
                              "`deepmammo eval` on test with --val-results and --threshold val"
-                             % os.path.basename(entry["snapshot"]))
+                             % os.path.basename(entry.snapshot))
         return scored["metrics"], scored.get("ci") or {}
-    return entry["metrics"], entry.get("ci") or {}
+    return entry.metrics, entry.ci
 
 
 def _precision(run):
@@ -37,8 +36,8 @@ def _precision(run):
     if run is None:
         return "fp32"
     for results in (run.val, run.test):
-        if results and results.get("precision") not in (None, "fp32"):
-            return results["precision"]
+        if results and results.precision not in (None, "fp32"):
+            return results.precision
     training = ((run.info.get("provenance") or {}).get("training") or {})
     return training.get("precision") or "fp32"
 
@@ -74,7 +73,7 @@ def table_rows(spec, runs, decision="argmax"):
             ours, ci = None, None
             if entry is not None:
                 if metric == "epochs":
-                    ours = entry.get("epoch")
+                    ours = entry.epoch
                 else:
                     ours = scores[0].get(metric)
                     ci = scores[1].get(metric)
@@ -82,10 +81,10 @@ def table_rows(spec, runs, decision="argmax"):
             row[metric + "_low"], row[metric + "_high"] = ci if ci else (None, None)
         if entry is not None:
             results = run.val if spec["split"] == "val" else run.test
-            row.update(snapshot=os.path.basename(entry["snapshot"]),
-                       iteration=entry.get("iteration"), n=entry["metrics"]["n"],
-                       engine=results.get("engine"), run_dir=run.run_dir,
-                       results=results.get("_path"),
+            row.update(snapshot=os.path.basename(entry.snapshot),
+                       iteration=entry.iteration, n=entry.metrics["n"],
+                       engine=results.engine, run_dir=run.run_dir,
+                       results=results.path,
                        seed=run.info.get("seed"))
             if len(run.repeats) > 1:
                 _over_seeds(row, spec, run, decision)
@@ -105,13 +104,13 @@ def _over_seeds(row, spec, run, decision):
     scored = [(m, e) for m, e in members if e is not None]
     row["seeds"] = [seed_label(m.info) for m, _ in scored]
     row["missing_seeds"] = [seed_label(m.info) for m, e in members if e is None]
-    row["snapshot"] = "iter " + "/".join(str(e.get("iteration")) for _, e in scored)
+    row["snapshot"] = "iter " + "/".join(str(e.iteration) for _, e in scored)
     row["run_dir"] = ";".join(m.run_dir for m, _ in scored)
     row["seed"] = ";".join(row["seeds"])
     for metric in spec["metrics"]:
         values = []
         for _, entry in scored:
-            values.append(entry.get("epoch") if metric == "epochs"
+            values.append(entry.epoch if metric == "epochs"
                           else _entry_scores(entry, decision)[0].get(metric))
         values = [v for v in values if v is not None]
         row[metric + "_seeds"] = values
@@ -126,43 +125,51 @@ def _fmt(value, metric):
         return "-"
     if metric == "epochs":
         return "%.1f" % value if abs(value - round(value)) > 0.05 else "%d" % round(value)
-    return "%.3f" % value
+    return number(value)
 
 
-def to_markdown(spec, rows):
-    """A Markdown table: for each metric ours [95% CI] and the paper's, then the snapshot."""
+def paper_table(spec, rows):
+    """The Table of a paper table: for each metric ours [95% CI] and the paper's, then the
+    snapshot."""
     decision = rows[0].get("decision", "argmax") if rows else "argmax"
     head = ["Model"]
     for metric in spec["metrics"]:
         head += ["%s (ours)" % LABELS[metric], "%s (paper)" % LABELS[metric]]
     head += ["Snapshot", "n"]
     repeated = any(row.get("seeds") for row in rows)
-    lines = ["**%s** (%s set; snapshot chosen on validation; decisions %s%s)" % (
-        spec["title"], "validation" if spec["split"] == "val" else "test",
-        "at argmax, as in the paper" if decision == "argmax"
-        else "at the threshold fitted on validation",
-        "; repeated runs: mean ± sd over seeds (each seed's value)" if repeated else ""), "",
-        "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = Table(spec["title"], head, notes="(%s set; snapshot chosen on validation; "
+                  "decisions %s%s)" % (
+                      "validation" if spec["split"] == "val" else "test",
+                      "at argmax, as in the paper" if decision == "argmax"
+                      else "at the threshold fitted on validation",
+                      "; repeated runs: mean ± sd over seeds (each seed's value)"
+                      if repeated else ""))
     for row in rows:
         cells = [row["model"]]
         for metric in spec["metrics"]:
-            ours = _fmt(row.get(metric), metric)
+            def fmt(value, metric=metric):
+                return _fmt(value, metric)
             if row.get(metric + "_seeds"):
                 # mean +- sd over seeds, then each seed's value
-                ours += " ± %s (%s)" % (_fmt(row.get(metric + "_sd"), metric),
-                                        ", ".join(_fmt(v, metric)
-                                                  for v in row[metric + "_seeds"]))
-            elif row.get(metric + "_low") is not None:
-                ours += " [%s, %s]" % (_fmt(row[metric + "_low"], metric),
-                                       _fmt(row[metric + "_high"], metric))
-            cells += [ours, _fmt(row.get(metric + "_paper"), metric)]
+                ours = "%s ± %s (%s)" % (fmt(row.get(metric)), fmt(row.get(metric + "_sd")),
+                                         ", ".join(fmt(v) for v in row[metric + "_seeds"]))
+            else:
+                low = row.get(metric + "_low")
+                ours = interval(row.get(metric), None if low is None
+                                else (low, row[metric + "_high"]), fmt)
+            cells += [ours, fmt(row.get(metric + "_paper"))]
         snapshot = row.get("snapshot") or row["status"]
         if row.get("seeds"):
             snapshot = "%d seeds (%s): %s" % (len(row["seeds"]), ", ".join(row["seeds"]),
                                                snapshot)
         cells += [snapshot, str(row.get("n", "-"))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        table.add(*cells)
+    return table
+
+
+def to_markdown(spec, rows):
+    """The paper table as Markdown."""
+    return paper_table(spec, rows).markdown()
 
 
 def csv_columns(spec):
@@ -174,24 +181,23 @@ def csv_columns(spec):
                    "results"]
 
 
-def to_csv(spec, rows):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=csv_columns(spec), extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    def cell(v):
-        if v is None:
-            return ""
-        if isinstance(v, list):
-            return ";".join(cell(x) for x in v)
-        return "%.6g" % v if isinstance(v, float) else v
-    for row in rows:
-        writer.writerow({k: cell(v) for k, v in row.items()})
-    return buf.getvalue()
+def _csv_cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ";".join(_csv_cell(x) for x in value)
+    return "%.6g" % value if isinstance(value, float) else value
+
+
+def data_table(spec, rows):
+    """Every number of a paper table's rows, one column each (its CSV)."""
+    columns = csv_columns(spec)
+    return Table(columns=columns, rows=[[_csv_cell(row.get(c)) for c in columns]
+                                        for row in rows])
 
 
 def write_table(name, runs, out_dir, decision="argmax"):
-    """Write <out_dir>/<name>.md and .csv for table1/table2/table3; return (markdown, rows)."""
+    """Write <out_dir>/<name>.md and .csv for table1/table2/table3; return (Table, rows)."""
     if name not in paper.TABLES:
         raise ValueError("unknown table %r (choose from %s)" % (name, ", ".join(paper.TABLES)))
     spec = paper.TABLES[name]
@@ -199,37 +205,31 @@ def write_table(name, runs, out_dir, decision="argmax"):
     from deepmammo.report.origin import run_origin, synthetic_note
     note = synthetic_note(run_origin(r.get("run_dir")) for r in rows)
     spec = dict(spec, title=spec["title"] + note) if note else spec
-    markdown = to_markdown(spec, rows)
-    write_text(os.path.join(out_dir, name + ".md"), markdown)
-    write_text(os.path.join(out_dir, name + ".csv"), to_csv(spec, rows))
-    return markdown, rows
+    table = paper_table(spec, rows)
+    write_text(os.path.join(out_dir, name + ".md"), table.markdown())
+    write_text(os.path.join(out_dir, name + ".csv"), data_table(spec, rows).csv())
+    return table, rows
 
 
 def runs_table(runs):
     """Every evaluated run (whatever its experiment) at its chosen snapshot: val and test
-    metrics side by side. The paper's tables only name its six experiments; this one shows all."""
-    spec = {"title": "All evaluated runs", "split": "both",
-            "metrics": ("accuracy", "precision", "recall", "roc_auc")}
-    lines = ["| Experiment | Seed | Snapshot | Split | n | Accuracy | Precision | Recall | "
-             "ROC AUC |", "|---|---|---|---|---|---|---|---|---|"]
+    metrics side by side. The paper's tables only name its six experiments; this one shows all.
+    Returns (Table, rows)."""
+    metrics = ("accuracy", "precision", "recall", "roc_auc")
+    table = Table("Every evaluated run", ("Experiment", "Seed", "Snapshot", "Split", "n",
+                                          "Accuracy", "Precision", "Recall", "ROC AUC"),
+                  notes="(snapshot chosen on validation)")
     rows = []
     for experiment, member in ((e, m) for e, run in sorted(runs.items()) for m in run.repeats):
         for split, entry in (("val", member.chosen_val()), ("test", member.chosen_test())):
             if entry is None:
                 continue
-            m, ci = entry["metrics"], entry.get("ci") or {}
-
-            def cell(metric, m=m, ci=ci):
-                value = _fmt(m.get(metric), metric)
-                if ci.get(metric):
-                    value += " [%.3f, %.3f]" % tuple(ci[metric])
-                return value
-            lines.append("| %s | %s | %s | %s | %d | %s |" % (
-                experiment, seed_label(member.info), os.path.basename(entry["snapshot"]),
-                split, m["n"], " | ".join(cell(k) for k in spec["metrics"])))
+            m, ci = entry.metrics, entry.ci
+            table.add(experiment, seed_label(member.info), os.path.basename(entry.snapshot),
+                      split, m["n"], *(interval(m.get(k), ci.get(k)) for k in metrics))
             rows.append({"experiment": experiment, "split": split,
                          "seed": member.info.get("seed"),
                          "data_seed": member.info.get("data_seed"),
                          "run_dir": member.run_dir,
-                         "snapshot": os.path.basename(entry["snapshot"]), **m})
-    return "\n".join(lines) + "\n", rows
+                         "snapshot": os.path.basename(entry.snapshot), **m})
+    return table, rows

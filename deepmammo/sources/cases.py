@@ -1,6 +1,6 @@
 """The cases table: one row per mass (or calcification), whatever archive it came from.
 
-`cases.csv` columns (COLUMNS, in this order):
+`cases.csv` columns (COLUMNS, in this order; a `Case` holds one row):
 
     case_id          unique id, e.g. P_00001_LEFT_CC_1 or B-3024-1_LEFT_CC_1
     patient_id       the patient (splits are made by patient)
@@ -31,6 +31,7 @@ status skipped / excluded / fixed, case, the file concerned, a short problem nam
 reason) and `X.report.json` (counts by status and problem, options, provenance, timing).
 """
 import csv
+import dataclasses
 import io
 import os
 
@@ -40,12 +41,44 @@ from deepmammo.atomic import write_csv, write_text
 from deepmammo.sources import images
 from deepmammo.textfile import read_text
 
-COLUMNS = (
-    "case_id", "patient_id", "side", "view", "abnormality_id", "source", "source_split",
-    "image", "image_format", "mask", "pathology", "label", "lesion_type", "shape", "margins",
-    "calc_type", "calc_distribution", "assessment", "subtlety", "density", "scanner", "bits",
-    "rows", "cols", "bbox",
-)
+
+@dataclasses.dataclass(kw_only=True)
+class Case:
+    """One row of cases.csv as a source ingests it. A source sets what its archive says; every
+    descriptor it lacks stays empty. `mask` and `bbox` are set by ingest (ingestion.py), once the
+    mask is read or drawn."""
+    case_id: str
+    patient_id: str
+    side: str = ""
+    view: str = ""
+    abnormality_id: object = ""
+    source: str
+    source_split: str = ""
+    image: str
+    image_format: str
+    mask: str = ""
+    pathology: str
+    label: int
+    lesion_type: str = "MASS"
+    shape: str = ""
+    margins: str = ""
+    calc_type: str = ""
+    calc_distribution: str = ""
+    assessment: str = ""
+    subtlety: str = ""
+    density: str = ""
+    scanner: str = ""
+    bits: int
+    rows: int
+    cols: int
+    bbox: tuple | None = None
+
+    def row(self):
+        """The case as a cases.csv row (a dict in COLUMNS order)."""
+        return dataclasses.asdict(self)
+
+
+COLUMNS = tuple(f.name for f in dataclasses.fields(Case))
 INT_COLUMNS = ("label", "bits", "rows", "cols")
 REPORT_COLUMNS = ("status", "case", "file", "problem", "reason")
 PATH_COLUMNS = ("image", "mask")

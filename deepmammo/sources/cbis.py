@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deepmammo.sources import images
+from deepmammo.sources.cases import Case
 from deepmammo.sources.ingestion import describe_error
 from deepmammo.textfile import TextFileError, read_text
 
@@ -256,19 +257,17 @@ def _collect_row(root, csv_path, lesion, split, row, index, cache, ctx):
     if mask is None:
         return
     bits = images.dicom_bits(ds, image, image_path)
-    out = {
-        "case_id": case_id, "patient_id": pid, "side": side, "view": view,
-        "abnormality_id": row["abnormality_id"], "source": "cbis", "source_split": split,
-        "image": os.path.abspath(image_path), "image_format": "DICOM",
-        "pathology": row["pathology"].upper(), "label": label,
-        "lesion_type": "MASS" if lesion == "mass" else "CALCIFICATION",
-        "shape": _na(row.get("shape")), "margins": _na(row.get("margins")),
-        "calc_type": _na(row.get("calc_type")), "calc_distribution": _na(row.get("calc_distribution")),
-        "assessment": row.get("assessment", ""), "subtlety": row.get("subtlety", ""),
-        "density": row.get("density", ""), "scanner": "", "bits": bits,
-        "rows": image.shape[0], "cols": image.shape[1],
-    }
-    ctx.add_case(out, mask=mask, mask_path=mask_path)
+    case = Case(
+        case_id=case_id, patient_id=pid, side=side, view=view,
+        abnormality_id=row["abnormality_id"], source="cbis", source_split=split,
+        image=os.path.abspath(image_path), image_format="DICOM",
+        pathology=row["pathology"].upper(), label=label,
+        lesion_type="MASS" if lesion == "mass" else "CALCIFICATION",
+        shape=_na(row.get("shape")), margins=_na(row.get("margins")),
+        calc_type=_na(row.get("calc_type")), calc_distribution=_na(row.get("calc_distribution")),
+        assessment=row.get("assessment", ""), subtlety=row.get("subtlety", ""),
+        density=row.get("density", ""), bits=bits, rows=image.shape[0], cols=image.shape[1])
+    ctx.add_case(case, mask=mask, mask_path=mask_path)
 
 
 def _na(value):

@@ -6,6 +6,7 @@ import warnings
 from tqdm import tqdm
 
 from deepmammo.sources import ddsm, ljpeg
+from deepmammo.sources.cases import Case
 from deepmammo.sources.ingestion import describe_error
 
 
@@ -100,14 +101,12 @@ def _collect_abnormality(ics, view, abn, image_path, overlay_path, image_problem
         if issubclass(w.category, ddsm.OutlineClippedWarning):
             ctx.fixed(case_id, overlay_path, f"outline clipped: {w.message}", "outline clipped")
     side, v = view.name.split("_")
-    row = {
-        "case_id": case_id, "patient_id": ics.name, "side": side, "view": v,
-        "abnormality_id": abn.number, "source": "ddsm", "source_split": "",
-        "image": os.path.abspath(image_path), "image_format": "LJPEG",
-        "pathology": abn.pathology, "label": label, "lesion_type": lesion,
-        "shape": abn.shape, "margins": abn.margins, "calc_type": abn.calc_type,
-        "calc_distribution": abn.distribution, "assessment": abn.assessment,
-        "subtlety": abn.subtlety, "density": ics.density, "scanner": ics.scanner,
-        "bits": view.bits_per_pixel, "rows": view.lines, "cols": view.pixels_per_line,
-    }
-    ctx.add_case(row, mask=mask, mask_file_for_report=overlay_path)
+    case = Case(
+        case_id=case_id, patient_id=ics.name, side=side, view=v, abnormality_id=abn.number,
+        source="ddsm", image=os.path.abspath(image_path), image_format="LJPEG",
+        pathology=abn.pathology, label=label, lesion_type=lesion, shape=abn.shape,
+        margins=abn.margins, calc_type=abn.calc_type, calc_distribution=abn.distribution,
+        assessment=abn.assessment, subtlety=abn.subtlety, density=ics.density,
+        scanner=ics.scanner, bits=view.bits_per_pixel, rows=view.lines,
+        cols=view.pixels_per_line)
+    ctx.add_case(case, mask=mask, mask_file_for_report=overlay_path)

@@ -118,9 +118,11 @@ class IngestContext:
         return False
 
     # -- rows --------------------------------------------------------------------------
-    def add_case(self, row, mask=None, mask_path=None, mask_file_for_report=None):
-        """Add one row. `mask_path` is the source's own mask file (read here unless `mask`, its
-        content, is given too); with `mask` alone a PNG is written beside cases.csv."""
+    def add_case(self, case_record, mask=None, mask_path=None, mask_file_for_report=None):
+        """Add one Case (cases.py). `mask_path` is the source's own mask file (read here unless
+        `mask`, its content, is given too); with `mask` alone a PNG is written beside
+        cases.csv."""
+        row = case_record.row()
         case = row["case_id"]
         if case in self._ids:
             self.skip(case, row.get("image"), "duplicate case id", "duplicate case id")

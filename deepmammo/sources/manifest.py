@@ -11,6 +11,7 @@ import os
 from tqdm import tqdm
 
 from deepmammo.sources import images
+from deepmammo.sources.cases import Case
 from deepmammo.sources.ingestion import describe_error
 from deepmammo.textfile import decode_text
 
@@ -99,18 +100,15 @@ def _collect_row(path, base, row, line, counters, ctx):
             reason = f"{image_path}: {reason}"
         ctx.skip(case_id, image_path, f"{reason} ({where})", "unreadable image")
         return
-    out = {
-        "case_id": case_id, "patient_id": pid, "side": side, "view": view,
-        "abnormality_id": abn, "source": "manifest", "source_split": "",
-        "image": image_path, "image_format": fmt, "pathology": row["pathology"].upper(),
-        "label": label, "lesion_type": row.get("lesion_type", "").upper() or "MASS",
-        "shape": row.get("shape", ""), "margins": row.get("margins", ""),
-        "calc_type": "", "calc_distribution": "", "assessment": row.get("assessment", ""),
-        "subtlety": row.get("subtlety", ""), "density": row.get("density", ""),
-        "scanner": row.get("scanner", ""), "bits": bits,
-        "rows": image.shape[0], "cols": image.shape[1],
-    }
-    ctx.add_case(out, mask_path=mask_path)
+    case = Case(
+        case_id=case_id, patient_id=pid, side=side, view=view, abnormality_id=abn,
+        source="manifest", image=image_path, image_format=fmt,
+        pathology=row["pathology"].upper(), label=label,
+        lesion_type=row.get("lesion_type", "").upper() or "MASS", shape=row.get("shape", ""),
+        margins=row.get("margins", ""), assessment=row.get("assessment", ""),
+        subtlety=row.get("subtlety", ""), density=row.get("density", ""),
+        scanner=row.get("scanner", ""), bits=bits, rows=image.shape[0], cols=image.shape[1])
+    ctx.add_case(case, mask_path=mask_path)
 
 
 def _bits(path, fmt, image):

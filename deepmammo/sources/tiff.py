@@ -8,6 +8,7 @@ import re
 from tqdm import tqdm
 
 from deepmammo.sources import images
+from deepmammo.sources.cases import Case
 from deepmammo.sources.cbis import CBISError, read_case_csv
 from deepmammo.sources.ingestion import describe_error
 
@@ -69,16 +70,11 @@ def _collect_row(csv_path, row, index, ctx):
     except (images.ImageError, OSError) as exc:
         ctx.skip(case_id, image_path, describe_error(exc), "unreadable image")
         return
-    out = {
-        "case_id": case_id, "patient_id": pid, "side": side, "view": view,
-        "abnormality_id": abn, "source": "tiff", "source_split": "",
-        "image": os.path.abspath(image_path), "image_format": "TIFF",
-        "pathology": row["pathology"].upper(), "label": label, "lesion_type": "MASS",
-        "shape": row.get("shape", ""), "margins": row.get("margins", ""),
-        "calc_type": "", "calc_distribution": "",
-        "assessment": row.get("assessment", ""), "subtlety": row.get("subtlety", ""),
-        "density": row.get("density", ""), "scanner": "",
-        "bits": 16 if image.dtype.itemsize == 2 else 8,
-        "rows": image.shape[0], "cols": image.shape[1],
-    }
-    ctx.add_case(out, mask_path=mask_path)
+    case = Case(
+        case_id=case_id, patient_id=pid, side=side, view=view, abnormality_id=abn,
+        source="tiff", image=os.path.abspath(image_path), image_format="TIFF",
+        pathology=row["pathology"].upper(), label=label, shape=row.get("shape", ""),
+        margins=row.get("margins", ""), assessment=row.get("assessment", ""),
+        subtlety=row.get("subtlety", ""), density=row.get("density", ""),
+        bits=16 if image.dtype.itemsize == 2 else 8, rows=image.shape[0], cols=image.shape[1])
+    ctx.add_case(case, mask_path=mask_path)
