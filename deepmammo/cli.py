@@ -2,9 +2,10 @@
 `commands.py` in its folder with `register(subparsers)`), so this file stays an index."""
 import argparse
 import importlib
-import logging
 import sys
 import traceback
+
+from deepmammo.errors import CLIError
 
 # One module per stage, in pipeline order, and the function that adds its subcommands.
 COMMAND_MODULES = (
@@ -19,10 +20,6 @@ COMMAND_MODULES = (
 )
 
 
-class CLIError(Exception):
-    """A user-facing error: printed without a traceback, exit status 2."""
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="deepmammo", description="DeepMammo: Caffe-faithful breast mass classification")
@@ -31,15 +28,6 @@ def build_parser():
     for module, function in COMMAND_MODULES:
         getattr(importlib.import_module(module), function)(subparsers)
     return parser
-
-
-def setup_logging(verbose=False):
-    """Log lines on stderr in glog's format, as Caffe's tools write them."""
-    from deepmammo.caffe.train_log import GlogFormatter
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(GlogFormatter())
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler],
-                        force=True)
 
 
 def describe(exc):
@@ -70,6 +58,7 @@ def main(argv=None):
         args.overrides = list(args.overrides) + extra
     elif extra:
         parser.error("unrecognized arguments: " + " ".join(extra))
+    from deepmammo.caffe.train_log import setup_logging
     setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()

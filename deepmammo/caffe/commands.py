@@ -63,7 +63,7 @@ def cmd_parse_log(args):
 
 
 def cmd_time(args):
-    from deepmammo.cli import CLIError
+    from deepmammo.errors import CLIError
     if args.iterations <= 0:
         raise CLIError("--iterations must be positive")
     if not os.path.isfile(args.model):
@@ -115,7 +115,7 @@ _CAFFE_LINE = re.compile(r"\] (.*)$")
 def run_caffe_time(model, iterations, gpu=None, echo=True):
     """Run real Caffe's `caffe time` and return its per-layer and total figures."""
     from deepmammo.caffe.real import caffe_tool
-    from deepmammo.cli import CLIError
+    from deepmammo.errors import CLIError
     if gpu is not None:
         raise CLIError("the real-Caffe build here is CPU-only: drop --gpu with --engine caffe")
     from deepmammo.caffe.real_log import failure_summary, signal_name

@@ -79,7 +79,7 @@ def run_pycaffe(script=None, module=None, args=()):
     """Run a script file or a module as __main__ with the caffe alias; returns the exit
     status."""
     from deepmammo.caffe import alias
-    from deepmammo.cli import CLIError
+    from deepmammo.errors import CLIError
     alias.install()
     if module is not None:
         sys.argv = [module] + list(args)
@@ -111,7 +111,7 @@ def run_pycaffe(script=None, module=None, args=()):
 
 
 def cmd_pycaffe(args):
-    from deepmammo.cli import CLIError
+    from deepmammo.errors import CLIError
     rest = list(args.args)
     if not rest:
         raise CLIError("give a SCRIPT to run (or -m MODULE)")
@@ -134,7 +134,7 @@ def cmd_draw(args):
 
     from deepmammo.caffe import draw
     from deepmammo.caffe.proto import caffe_pb2
-    from deepmammo.cli import CLIError
+    from deepmammo.errors import CLIError
     phases = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST, "ALL": None}
     if args.phase not in phases:
         raise CLIError(f"Unknown phase: {args.phase} (TRAIN, TEST or ALL)")

@@ -240,7 +240,7 @@ def child_main(job):
         header = pickle.load(f)
         sys.path[:] = header["sys_path"]
         _die_with_parent(header["parent"])
-        from deepmammo.cli import setup_logging
+        from deepmammo.caffe.train_log import setup_logging
         setup_logging(header["verbose"])
         _state_path = header["state"]
         try:

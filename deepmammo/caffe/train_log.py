@@ -57,6 +57,15 @@ class GlogFormatter(logging.Formatter):
                          for part in text.split("\n"))
 
 
+def setup_logging(verbose=False):
+    """Log lines on stderr in glog's format, as Caffe's tools write them (the `deepmammo`
+    command and real Caffe's child processes alike)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(GlogFormatter())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler],
+                        force=True)
+
+
 def csv_path_for(log_path):
     """`train.log` -> `train_log.csv` (the CSV lives beside the log)."""
     root, _ = os.path.splitext(log_path)
