@@ -29,6 +29,8 @@ import numpy as np
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
+from deepmammo.engine import DEVICES  # noqa: E402
+
 
 def build_world(folder, patients, size, seed=0):
     from deepmammo.prep.build import build_lmdbs
@@ -86,7 +88,7 @@ def main(argv=None):
     parser.add_argument("--net", default="levynet")
     parser.add_argument("--patients", type=int, default=60)
     parser.add_argument("--size", default="1200x800", help="ROWSxCOLS of each mammogram")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--device", choices=DEVICES, default="cpu")
     parser.add_argument("--workers", type=int, help="classify's preparing processes")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (best reported)")
     parser.add_argument("--quick", action="store_true")

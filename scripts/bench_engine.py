@@ -20,6 +20,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from deepmammo.engine import ENGINES  # noqa: E402
+
 SOURCES = {"alexnet": ("prototxt/alexnet_finetune/deploy.prototxt", "fc8_mammo", "fc8"),
            "googlenet": ("prototxt/googlenet_deeper/deploy.prototxt",
                          "loss3/classifier_mammo", "loss3/classifier")}
@@ -115,7 +117,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--nets", nargs="+", default=list(SOURCES), choices=list(SOURCES))
-    ap.add_argument("--engines", nargs="+", default=["torch", "caffe"], choices=["torch", "caffe"])
+    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     ap.add_argument("--gpu", type=int, help="CUDA device for the torch engine")
     ap.add_argument("--tf32", action="store_true", help="also time with TF32 allowed (CUDA)")
     ap.add_argument("--threads", type=int, default=None)

@@ -42,6 +42,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the repository's deepmammo, when run as a script
 
+from deepmammo import engine  # noqa: E402
 from deepmammo import experiment as ex  # noqa: E402
 from deepmammo.caffe.formats import binaryproto, datum, lmdb_io, prototxt  # noqa: E402
 from deepmammo.caffe.timing import device_name  # noqa: E402
@@ -300,9 +301,9 @@ def format_table(rows, device, args):
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--device", choices=engine.DEVICES, default="cpu")
     ap.add_argument("--gpu", type=int, default=0, help="CUDA device index (with --device cuda)")
-    ap.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32")
+    ap.add_argument("--precision", choices=engine.PRECISIONS, default="fp32")
     ap.add_argument("--iters", type=int, help="timed training iterations (default: 2 on the "
                                               "CPU, 40 on CUDA)")
     ap.add_argument("--warmup", type=int, help="untimed iterations first (1 / 10)")
@@ -346,8 +347,8 @@ def main(argv=None):
         caffe.set_device(args.gpu)
         caffe.set_mode_gpu()
     try:
-        mode.check_precision(args.precision, "cuda" if args.device == "cuda" else "cpu")
-    except mode.PrecisionError as exc:
+        engine.check("torch", args.device, args.precision)
+    except engine.EngineError as exc:
         print(f"bench_paper: error: {exc}", file=sys.stderr)
         return 2
     mode.set_precision(args.precision)

@@ -141,7 +141,7 @@ def test_eval_equals_the_nets_own_test_phase(world, tmp_path, engine):
     over the whole validation LMDB equals eval's accuracy for the same snapshot."""
     from test_report_world import DEPLOY
 
-    from deepmammo.evaluate.predict import caffe_module
+    from deepmammo.engine import caffe_module
     caffe = caffe_module(engine)
     body = DEPLOY.split("\n", 3)[3]  # the layers after the Input layer
     body = body.replace('layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }\n', "")

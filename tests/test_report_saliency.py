@@ -5,7 +5,7 @@ import pytest
 from deepmammo.caffe.formats.blobproto import array_to_blob
 from deepmammo.caffe.formats.caffemodel import write_caffemodel
 from deepmammo.caffe.proto import caffe_pb2 as pb
-from deepmammo.evaluate.predict import caffe_module
+from deepmammo.engine import caffe_module
 from deepmammo.report.figures import filter_grid
 from deepmammo.report.saliency import class_score_layer, compute_saliency
 

@@ -267,7 +267,7 @@ def test_opt_in_precision_is_recorded_and_marked_in_the_tables(data, workspace):
     _, _, dataset = data
     refused = dm("experiment", "configs/tiny.yaml", f"dataset={dataset}", "precision=tf32",
                  "max_iter=4", cwd=workspace, check=False)
-    assert refused.returncode != 0 and "tf32 is a CUDA mode" in refused.stderr
+    assert refused.returncode != 0 and "tf32 needs a CUDA GPU" in refused.stderr
     assert "Traceback" not in refused.stderr and not os.path.exists(
         os.path.join(workspace, "runs", "tiny"))  # refused before anything was written
     dm("experiment", "configs/tiny.yaml", f"dataset={dataset}", "precision=bf16",

@@ -4,17 +4,22 @@
     deepmammo pycaffe SCRIPT [ARGS...] | -m MODULE [ARGS...]   (see pycaffe_cli.py)
     deepmammo draw NET.prototxt OUT.png [--rankdir] [--phase] [--display_lrm]
     deepmammo time --model M [--engine torch|caffe] [--gpu N] [--iterations K]
-                   [--threads T] [--tf32] [--json OUT]
+                   [--threads T] [--precision fp32|tf32|bf16] [--json OUT]
 
 Caffe's `caffe time`: per-layer forward and backward milliseconds and the totals, for the
 TRAIN-phase net of M. `--engine caffe` runs real BVLC Caffe's own `caffe time` (CPU build).
-`--tf32` (CUDA only) allows TF32 matrix maths: faster, not fp32-faithful, reported apart.
+`--precision` as for train and eval (`--tf32` is `--precision tf32`): tf32 and bf16 are faster
+and not fp32-faithful, reported apart.
 """
 import json
 import logging
 import os
 import re
 import subprocess
+
+from deepmammo.engine import add_engine_argument, add_precision_argument, gpu_device
+from deepmammo.engine import check as check_engine
+from deepmammo.errors import CLIError
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +35,14 @@ def register(subparsers):
 
     p = subparsers.add_parser("time", help="per-layer forward/backward timing (caffe time)")
     p.add_argument("--model", required=True, help="net .prototxt (built in the TRAIN phase)")
-    p.add_argument("--engine", choices=("torch", "caffe"), default="torch")
+    add_engine_argument(p)
     p.add_argument("--gpu", type=int, help="CUDA device index (default: CPU)")
     p.add_argument("--iterations", type=int, default=50, help="timed iterations (default 50)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     p.add_argument("--phase", choices=("TRAIN", "TEST"), default="TRAIN")
-    p.add_argument("--tf32", action="store_true",
-                   help="allow TF32 on CUDA (fast mode; not fp32-faithful)")
+    add_precision_argument(p)
+    p.add_argument("--tf32", dest="precision", action="store_const", const="tf32",
+                   help="the same as --precision tf32")
     p.add_argument("--json", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_time)
 
@@ -63,13 +69,13 @@ def cmd_parse_log(args):
 
 
 def cmd_time(args):
-    from deepmammo.errors import CLIError
     if args.iterations <= 0:
         raise CLIError("--iterations must be positive")
     if not os.path.isfile(args.model):
         raise CLIError(f"{args.model}: no such model file")
+    check_engine(args.engine, gpu_device(args.gpu), args.precision)
     if args.engine == "caffe":
-        result = run_caffe_time(args.model, args.iterations, args.gpu)
+        result = run_caffe_time(args.model, args.iterations)
     else:
         result = run_torch_time(args)
     if args.json:
@@ -84,17 +90,11 @@ def cmd_time(args):
 def run_torch_time(args):
     import torch
 
-    import deepmammo.caffe as caffe
-    from deepmammo.caffe import mode
     from deepmammo.caffe.timing import format_report, time_net
+    from deepmammo.engine import pycaffe
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.gpu is not None:
-        caffe.set_mode_gpu()
-        caffe.set_device(args.gpu)
-    else:
-        caffe.set_mode_cpu()
-    mode.set_tf32(args.tf32)
+    caffe = pycaffe("torch", args.gpu, args.precision)
     phase = caffe.TRAIN if args.phase == "TRAIN" else caffe.TEST
     net = caffe.Net(args.model, phase)
     try:
@@ -112,12 +112,9 @@ def run_torch_time(args):
 _CAFFE_LINE = re.compile(r"\] (.*)$")
 
 
-def run_caffe_time(model, iterations, gpu=None, echo=True):
-    """Run real Caffe's `caffe time` and return its per-layer and total figures."""
+def run_caffe_time(model, iterations, echo=True):
+    """Run real Caffe's `caffe time` (on the CPU) and return its per-layer and total figures."""
     from deepmammo.caffe.real import caffe_tool
-    from deepmammo.errors import CLIError
-    if gpu is not None:
-        raise CLIError("the real-Caffe build here is CPU-only: drop --gpu with --engine caffe")
     from deepmammo.caffe.real_log import failure_summary, signal_name
     from deepmammo.caffe.real_train import python_path
     env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0",

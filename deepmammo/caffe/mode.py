@@ -6,6 +6,10 @@ import os
 
 import torch
 
+# The precisions and their checks are deepmammo.engine's (mode.PRECISIONS and
+# mode.PrecisionError are those).
+from deepmammo.engine import PRECISIONS, PrecisionError, check_names  # noqa: F401
+
 _state = {"gpu": False, "device_id": 0}
 
 
@@ -30,22 +34,11 @@ def current_device():
     return torch.device("cpu")
 
 
-# The arithmetic of nets built from now on. fp32: Caffe's float32 numbers (the default).
-# tf32: CUDA tensor cores round the inputs of convolutions and matrix products to TF32 (10-bit
-# mantissa); NVIDIA GPUs only. bf16: each layer's forward runs under torch.autocast in
-# bfloat16 (convolutions and matrix products), blobs, weights, gradients and the solver's
-# history stay float32 (the master copy); on CUDA and on the CPU.
-PRECISIONS = ("fp32", "tf32", "bf16")
-
-
-class PrecisionError(ValueError):
-    """A precision this device cannot run; the message says what to use instead."""
-
-
 def set_precision(name):
-    """Choose the arithmetic of nets built from now on (one of PRECISIONS)."""
-    if name not in PRECISIONS:
-        raise PrecisionError(f"unknown precision {name!r} (one of {', '.join(PRECISIONS)})")
+    """Choose the arithmetic of nets built from now on (one of PRECISIONS, described in
+    deepmammo.engine): bf16 autocasts each layer's forward, tf32 switches torch's CUDA matrix
+    units."""
+    check_names(precision=name)
     _state["precision"] = name
     apply_precision()
 
@@ -60,18 +53,6 @@ def set_tf32(allowed):
     or back to 'fp32'. Off by default: PyTorch's cuDNN default would otherwise run
     convolutions in TF32 on Ampere and later."""
     set_precision("tf32" if allowed else "fp32")
-
-
-def check_precision(name, device):
-    """Refuse a precision the device cannot run, saying why (raises PrecisionError)."""
-    device = torch.device(device)
-    if name == "tf32" and device.type != "cuda":
-        raise PrecisionError("precision tf32 needs a CUDA GPU (TF32 is the tensor-core format "
-                             "of NVIDIA GPUs from Ampere on); on the CPU use fp32 (Caffe's "
-                             "numbers) or bf16")
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise PrecisionError(f"precision bf16: {torch.cuda.get_device_name(device)} has no "
-                             "bfloat16 arithmetic; use fp32 or tf32")
 
 
 def autocast_dtype(name):

@@ -64,6 +64,7 @@ from deepmammo.caffe.formats.caffemodel import read_caffemodel, write_caffemodel
 from deepmammo.caffe.mode import current_device
 from deepmammo.caffe.netstate import NetError, filter_net, insert_splits
 from deepmammo.caffe.proto import caffe_pb2 as pb
+from deepmammo.engine import check as check_engine
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ class Net:
         self.phase = phase
         self.device = torch.device(device) if device is not None else current_device()
         self.precision = mode.precision()
-        mode.check_precision(self.precision, self.device)
+        check_engine("torch", self.device, self.precision)
         self._autocast = mode.autocast_dtype(self.precision)
         if self.device.type == "cuda":
             mode.apply_precision()

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from deepmammo.classify import inputs as inp
+from deepmammo.engine import pycaffe
 from deepmammo.evaluate import predict
 
 log = logging.getLogger(__name__)
@@ -47,16 +48,9 @@ class Classifier:
 
     def __init__(self, run, engine="torch", gpu=None, precision="fp32", batch_size=32,
                  oversample=False):
-        predict.check_precision(precision, engine, gpu)
         self.run = run
         self.engine = engine
-        self.caffe = predict.caffe_module(engine)
-        if gpu is not None:
-            self.caffe.set_mode_gpu()
-            self.caffe.set_device(int(gpu))
-        else:
-            self.caffe.set_mode_cpu()
-        predict.set_precision(precision, engine)
+        self.caffe = pycaffe(engine, gpu, precision)
         self.net = self.caffe.Net(run.deploy, run.snapshot, self.caffe.TEST)
         self.input_size = tuple(self.net.blobs["data"].data.shape[2:4])
         crop = run.crop_size

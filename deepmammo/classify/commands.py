@@ -2,6 +2,8 @@
 import logging
 import os
 
+from deepmammo.engine import add_engine_argument, add_precision_argument
+
 log = logging.getLogger(__name__)
 
 
@@ -40,10 +42,8 @@ def register(subparsers):
     p.add_argument("--save-inputs", metavar="DIR",
                    help="write each mass's record (the LMDB record it would be) as a PNG here")
     p.add_argument("--out", help="results file: .csv (one row per mass) or .json")
-    p.add_argument("--engine", choices=("torch", "caffe"), default="torch",
-                   help="our engine (torch) or real BVLC pycaffe (caffe)")
+    add_engine_argument(p, help="our engine (torch) or real BVLC pycaffe (caffe)")
     p.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
-    from deepmammo.caffe.train_cli import add_precision_argument
     add_precision_argument(p)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, help="processes preparing the inputs (default: all "

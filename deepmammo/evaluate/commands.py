@@ -1,5 +1,7 @@
 """`deepmammo eval`: every snapshot of a run on a validation or test LMDB (see cli.py)."""
+from deepmammo.engine import add_engine_argument, add_precision_argument
 from deepmammo.evaluate.metrics import METRIC_NAMES
+from deepmammo.prep.split import SPLITS
 
 
 def register(subparsers):
@@ -24,12 +26,10 @@ def register(subparsers):
     p.add_argument("--manifest", help="dataset manifest.csv (default: beside the LMDB)")
     p.add_argument("--crops", help="crops.csv, for patient ids the manifest lacks (default: "
                                    "found from the dataset's build.json)")
-    p.add_argument("--split", choices=("train", "val", "test"),
+    p.add_argument("--split", choices=SPLITS,
                    help="which split the LMDB is (default: from the manifest or folder name)")
-    p.add_argument("--engine", choices=("torch", "caffe"), default="torch",
-                   help="our engine (torch) or real BVLC pycaffe (caffe)")
+    add_engine_argument(p, help="our engine (torch) or real BVLC pycaffe (caffe)")
     p.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
-    from deepmammo.caffe.train_cli import add_precision_argument
     add_precision_argument(p)
     p.add_argument("--tta", choices=("none", "mirror"), default="none",
                    help="test-time augmentation: average with the mirror image")

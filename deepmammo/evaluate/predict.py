@@ -8,46 +8,24 @@ import os
 import numpy as np
 from tqdm import tqdm
 
+from deepmammo.engine import pycaffe
+
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("key", "crop_id", "case_id", "patient_id", "label",
                       "prob_benign", "prob_malignant", "pred")
 
 
-def caffe_module(engine):
-    """pycaffe's API: our engine (`torch`) or real BVLC Caffe (`caffe`)."""
-    if engine == "torch":
-        import deepmammo.caffe as caffe
-        return caffe
-    if engine == "caffe":
-        from deepmammo.caffe.real import import_caffe
-        return import_caffe()
-    raise ValueError("unknown engine %r (torch or caffe)" % engine)
-
-
 def with_engine(engine, func, *args, source=None, **kwargs):
-    """func(caffe, *args, **kwargs), `caffe` being pycaffe's API on `engine`. Real Caffe runs
+    """func(caffe, *args, **kwargs), `caffe` being pycaffe's API on `engine` (the CPU, fp32:
+    deepmammo.engine.pycaffe). Real Caffe runs
     in a child process (deepmammo.caffe.real_child): a CHECK failing in it ends as an error
     naming the file it was reading (else `source`), not as the end of this process. `func`
     must be importable by name (a module's function)."""
     from deepmammo.caffe import real_child
     if engine == "caffe" and not real_child.inside():
         return real_child.run(with_engine, engine, func, *args, source=source, **kwargs)
-    return func(caffe_module(engine), *args, **kwargs)
-
-
-def check_precision(precision, engine, gpu):
-    """Refuse, before any work, a precision the engine or device cannot run."""
-    from deepmammo.caffe.train_cli import check_precision_request
-    check_precision_request(precision, engine, [] if gpu is None else [gpu])
-
-
-def set_precision(precision, engine):
-    """The arithmetic of the nets built from now on: our engine's mode (fp32 is Caffe's);
-    real Caffe has fp32 only (check_precision refused anything else)."""
-    if engine == "torch":
-        from deepmammo.caffe import mode
-        mode.set_precision(precision)
+    return func(pycaffe(engine), *args, **kwargs)
 
 
 def preprocess(image, crop_size, mean=None, scale=1.0, mirror=False):

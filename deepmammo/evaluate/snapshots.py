@@ -16,6 +16,8 @@ import numpy as np
 
 from deepmammo.atomic import write_text
 from deepmammo.caffe import real_child
+from deepmammo.engine import check as check_engine
+from deepmammo.engine import gpu_device, pycaffe
 from deepmammo.evaluate import external, predict, runinfo
 from deepmammo.evaluate.bootstrap import bootstrap_ci
 from deepmammo.evaluate.calibration import rows_reliability
@@ -69,15 +71,15 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
     mean, scale and crop when they are not passed (mean_path, mean_value, scale).
     criteria: the validation metrics that choose the snapshot; a test evaluation takes the ones
     its validation results recorded (asking for others is an error: one choice per run).
-    precision: fp32 (Caffe's numbers), tf32 or bf16 for our engine (see predict.set_precision).
+    precision: fp32 (Caffe's numbers), tf32 or bf16 for our engine (deepmammo.engine).
     engine caffe runs in a child process (deepmammo.caffe.real_child): a CHECK failing in
     real Caffe ends as an error naming the deploy prototxt or the snapshot it was reading.
     """
     arguments = dict(locals())  # this call's arguments, for the child process
+    check_engine(engine, gpu_device(gpu), precision)
     if engine == "caffe" and not real_child.inside():
         return real_child.run(evaluate, source=model, **arguments)
     from deepmammo.provenance import provenance
-    predict.check_precision(precision, engine, gpu)
     if not os.path.isfile(model):
         raise FileNotFoundError("deploy prototxt not found: %s" % model)
     files = runinfo.expand_snapshots(snapshots)
@@ -95,13 +97,7 @@ def evaluate(model, snapshots, lmdb_path, out, mean_path=None, mean_value=None, 
         mean_path = external.external_mean(external_info, mean_path, mean_value,
                                             train_val_mean)
     scale = 1.0 if scale is None else scale
-    caffe = predict.caffe_module(engine)
-    if gpu is not None:
-        caffe.set_mode_gpu()
-        caffe.set_device(int(gpu))
-    else:
-        caffe.set_mode_cpu()
-    predict.set_precision(precision, engine)
+    caffe = pycaffe(engine, gpu, precision)
     mean = None
     if mean_path:
         from deepmammo.caffe.formats.binaryproto import read_mean

@@ -4,6 +4,7 @@ here; the work is done by the library functions of this package."""
 import os
 import sys
 
+from deepmammo.engine import add_device_argument, add_engine_argument
 from deepmammo.evaluate.metrics import METRIC_NAMES
 
 
@@ -21,9 +22,9 @@ def register(subparsers):
     p.add_argument("config", help="experiment config, e.g. configs/googlenet-deeper.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. epochs=2 dataset=data/datasets/x/seed0/...")
-    p.add_argument("--engine", choices=("torch", "caffe"),
-                   help="torch: deepmammo's engine (default); caffe: real BVLC Caffe")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="where to train (default cpu)")
+    add_engine_argument(p, default=None,
+                        help="torch: deepmammo's engine (default); caffe: real BVLC Caffe")
+    add_device_argument(p, help="where to train (default cpu)")
     p.add_argument("--dry-run", action="store_true",
                    help="write the resolved run folder (named ...-dry-run) and stop before "
                         "training; runs/<experiment>/latest is left alone")

@@ -14,6 +14,7 @@ import re
 import yaml
 
 from deepmammo.caffe.proto import caffe_pb2 as pb
+from deepmammo.engine import DEVICES, ENGINES, PRECISIONS, EngineError, check_combination
 from deepmammo.textfile import TextFileError, read_text
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -22,9 +23,6 @@ WEIGHTS_NAME = "weights.yaml"
 # configs/ files that are not experiments.
 NOT_EXPERIMENTS = (DEFAULTS_NAME, WEIGHTS_NAME)
 
-ENGINES = ("torch", "caffe")
-DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "tf32", "bf16")
 ON_MISSING_WEIGHTS = ("error", "scratch")
 AUGMENTATIONS = ("none", "paper", "code")
 # Solver fields the run itself decides; a config cannot set them (it names the files instead).
@@ -260,12 +258,10 @@ def validate_config(config, source):
         if config.get(key) not in allowed:
             raise ExperimentError(f"{source}: {key} must be one of {', '.join(allowed)}, "
                                   f"got {config.get(key)!r}")
-    if config["precision"] == "tf32" and config["device"] != "cuda":
-        raise ExperimentError(f"{source}: precision tf32 is a CUDA mode (TensorFloat-32 matrix "
-                              "units); on the CPU use fp32 or bf16")
-    if config["precision"] != "fp32" and config["engine"] == "caffe":
-        raise ExperimentError(f"{source}: real Caffe computes in fp32 only; precision "
-                              f"{config['precision']} needs engine torch")
+    try:
+        check_combination(config["engine"], config["device"], config["precision"])
+    except EngineError as exc:
+        raise ExperimentError(f"{source}: {exc}") from None
     if not PADDING_RE.match(config.get("padding") or ""):
         raise ExperimentError(f"{source}: padding must be fixed:N or proportional:K (paper "
                               f"3.1: fixed:50, proportional:2), got {config.get('padding')!r}")

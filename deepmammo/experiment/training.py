@@ -3,7 +3,7 @@
     config = load_config("configs/levynet.yaml", ["dataset=data/datasets/x", "seeds=1,2,3"])
     runs = run_experiment(config, evaluate=True)   # one run folder per seed, evaluated
 
-Training is `deepmammo train` as a library call (deepmammo.caffe.train_cli.train): our engine
+Training is `deepmammo train` as a library call (deepmammo.caffe.train.train): our engine
 in this process, real Caffe's `caffe train` in a child process whose output is read as it
 comes. Evaluation is `deepmammo eval` of every snapshot on validation, then on test with the
 snapshot and threshold chosen on validation.
@@ -25,9 +25,6 @@ def _train_options(run):
     if run.weights:
         options["weights"] = run.weights
     if config["device"] == "cuda":
-        if config["engine"] == "caffe":
-            raise ExperimentError("the real Caffe built by `make caffe` is CPU-only; use "
-                                  "engine=torch for device=cuda")
         options["gpu"] = str(config.get("gpu") or "0")
     return options
 
@@ -35,7 +32,7 @@ def _train_options(run):
 def train(run):
     """Train the prepared run on its resolved solver; record the snapshots it left in
     provenance.json and return their names."""
-    from deepmammo.caffe.train_cli import train as train_solver
+    from deepmammo.caffe.train import train as train_solver
     config = run.config
     log.info("experiment %s (seed %s): training %s with engine %s on %s%s",
              config["experiment"], config.get("seed"), run.solver_path, config["engine"],

@@ -3,6 +3,9 @@ cli.py)."""
 import json
 import os
 
+from deepmammo.engine import add_engine_argument
+from deepmammo.report.paper import TABLE_SPECS
+
 
 def _runs_args(p):
     p.add_argument("--runs", default="runs", help="runs folder (runs/<experiment>/<timestamp>/)")
@@ -33,8 +36,7 @@ def register(subparsers):
     """Add this stage's subcommands to the `deepmammo` parser."""
     p = subparsers.add_parser("tables", help="Tables 1-3 beside the paper's (Markdown and CSV)")
     _runs_args(p)
-    p.add_argument("--table", nargs="+", choices=("table1", "table2", "table3"),
-                   default=["table1", "table2", "table3"])
+    p.add_argument("--table", nargs="+", choices=tuple(TABLE_SPECS), default=list(TABLE_SPECS))
     p.add_argument("--out", default=os.path.join("reports", "tables"), help="output folder")
     p.add_argument("--decision", choices=("argmax", "val-threshold"), default="argmax",
                    help="test decisions: argmax (the paper's) or the threshold fitted on "
@@ -44,8 +46,8 @@ def register(subparsers):
     p = subparsers.add_parser("figures", help="the paper's figures from runs (PNG and PDF)")
     _runs_args(p)
     p.add_argument("--out", default=os.path.join("reports", "figures"), help="output folder")
-    p.add_argument("--engine", choices=("torch", "caffe"),
-                   help="engine for saliency maps (default: the one that evaluated the run)")
+    add_engine_argument(p, default=None,
+                        help="engine for saliency maps (default: the one that evaluated the run)")
     p.add_argument("--saliency-count", type=int, default=5, help="images in Figure 5")
     p.set_defaults(func=run_figures)
 
@@ -53,8 +55,8 @@ def register(subparsers):
     _runs_args(p)
     p.add_argument("--name", default="latest", help="reports/<name>/index.html")
     p.add_argument("--out", help="report folder (default reports/<name>)")
-    p.add_argument("--engine", choices=("torch", "caffe"),
-                   help="engine for saliency and t-SNE (default: the run's eval engine)")
+    add_engine_argument(p, default=None,
+                        help="engine for saliency and t-SNE (default: the run's eval engine)")
     p.add_argument("--ensembles", action="store_true",
                    help="past the paper: model and snapshot ensembles (own rows)")
     p.add_argument("--fusion", action="store_true",
