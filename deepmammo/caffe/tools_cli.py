@@ -20,6 +20,9 @@ import os
 
 log = logging.getLogger(__name__)
 
+# The databases Caffe's tools take with --backend; ours reads and writes LMDB only.
+BACKENDS = ("lmdb",)
+
 
 def _flag(value):
     """gflags' boolean values: true/false (also 1/0, yes/no)."""
@@ -98,7 +101,7 @@ def register_tools(subparsers):
                     "the mean image as a .binaryproto, with the per-channel means.")
     p.add_argument("db", help="LMDB folder of Datum records")
     p.add_argument("output", nargs="?", help="mean .binaryproto (optional, as in Caffe)")
-    p.add_argument("--backend", choices=("lmdb",), default="lmdb")
+    p.add_argument("--backend", choices=BACKENDS, default="lmdb")
     p.set_defaults(func=cmd_compute_mean)
     _accept_gflags(p)
 
@@ -122,7 +125,7 @@ def register_tools(subparsers):
     _bool_option(p, "--check_size", "check that all images have the same size")
     _bool_option(p, "--encoded", "store the encoded image in the Datum")
     p.add_argument("--encode_type", default="", help="encode as this type (png, jpg, ...)")
-    p.add_argument("--backend", choices=("lmdb",), default="lmdb")
+    p.add_argument("--backend", choices=BACKENDS, default="lmdb")
     p.set_defaults(func=cmd_convert_imageset)
     _accept_gflags(p)
 

@@ -1,6 +1,8 @@
 """Subcommands of the dataset stage: `deepmammo crops`, `deepmammo split`, `deepmammo lmdb`."""
 import logging
 
+from deepmammo.prep.build import AUGMENTS
+
 log = logging.getLogger(__name__)
 
 
@@ -83,7 +85,7 @@ def register(subparsers):
                     "OUT/mean.binaryproto, OUT/manifest.csv and OUT/build.json.")
     p.add_argument("crops_dir", metavar="DIR")
     p.add_argument("--splits", required=True, metavar="SPLITS.csv")
-    p.add_argument("--augment", choices=("paper", "code", "none"), default="paper",
+    p.add_argument("--augment", choices=AUGMENTS, default="paper",
                    help="paper: 5 rotations (mean-pixel fill) x 5 random crops per training crop "
                         "(default); code: the authors' script (original + 4 rotations, grey 132, "
                         "centre 0.6 window); none: one resized, centre-cropped record per crop")

@@ -5,6 +5,8 @@
 """
 import logging
 
+from deepmammo.sources.ingestion import KINDS
+
 log = logging.getLogger(__name__)
 
 
@@ -46,7 +48,7 @@ def register(subparsers):
         description="One row per mass (and calcification with --include-calc) with a mask "
                     "image for every row. Beside OUT: OUT.skipped.csv (every case not ingested "
                     "or ingested after a fix, and why) and OUT.report.json (counts).")
-    p.add_argument("kind", choices=("ddsm", "cbis", "tiff", "manifest"))
+    p.add_argument("kind", choices=KINDS)
     p.add_argument("path", help="archive folder (manifest: the manifest CSV)")
     p.add_argument("--out", required=True, help="cases.csv to write")
     p.add_argument("--strict", action="store_true", help="stop at the first problem")
