@@ -1,11 +1,13 @@
 """This stage's subcommands for the `deepmammo` command (see deepmammo/cli.py):
-`deepmammo experiment CONFIG [key=value ...]` and `deepmammo experiments`. argparse lives
-here; the work is done by the library functions of this package."""
+`deepmammo experiment CONFIG [key=value ...]`, `deepmammo experiments` and
+`deepmammo experiment-info CONFIG [--field F ...]` (what the Makefile asks of a config).
+argparse lives here; the work is done by the library functions of this package."""
 import os
 import sys
 
 from deepmammo.engine import add_device_argument, add_engine_argument
 from deepmammo.evaluate.metrics import METRIC_NAMES
+from deepmammo.experiment.config import INFO_FIELDS
 
 
 def register(subparsers):
@@ -40,6 +42,29 @@ def register(subparsers):
         "experiments", help="list the experiments (configs/*.yaml) and their dataset variants")
     q.add_argument("--configs", help="configs folder (default ./configs, else the repo's)")
     q.set_defaults(func=cmd_experiments)
+
+    r = subparsers.add_parser(
+        "experiment-info", help="what a config says of its dataset variant, dataset and runs "
+                                "(the Makefile asks this)",
+        description="Merge configs/defaults.yaml, CONFIG and key=value overrides and print "
+                    f"its {', '.join(INFO_FIELDS)}: with --field, each value asked for on a "
+                    "line of its own; without, every field as `field: value`. variant is the "
+                    "dataset's folder name (<padding without the colon>-<augment>); runs is "
+                    "<runs_dir>/<experiment>, latest the link to its newest run. --make "
+                    "writes them as make variables, FIELD.NAME := VALUE (NAME: the config "
+                    "file's name), for the Makefile to include.")
+    r.add_argument("config", help="experiment config, e.g. configs/levynet.yaml")
+    r.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    r.add_argument("--field", action="append", choices=INFO_FIELDS,
+                   help="print this field's value (repeatable; default: every field)")
+    r.add_argument("--aug", help="the Makefile's AUG: replaces the augmentation of an "
+                                 "experiment that augments (code: the authors')")
+    r.add_argument("--datasets", metavar="DIR",
+                   help="datasets folder: dataset is DIR/<variant>, as the Makefile lays "
+                        "datasets out (default: the config's dataset)")
+    r.add_argument("--make", action="store_true",
+                   help="print FIELD.NAME := VALUE lines for make's include")
+    r.set_defaults(func=cmd_experiment_info)
     return p
 
 
@@ -93,3 +118,26 @@ def cmd_experiments(args):
         config = load_config(os.path.join(folder, name + ".yaml"), environ={})
         print(f"{name:24s} {variant_name(config):22s} {config.get('description') or ''}")
     return 0
+
+
+def cmd_experiment_info(args):
+    from deepmammo.experiment.config import experiment_info, load_config, with_augmentation
+    config = with_augmentation(load_config(args.config, args.overrides), args.aug)
+    info = experiment_info(config, args.datasets)
+    fields = args.field or INFO_FIELDS
+    if args.make:
+        name = os.path.splitext(os.path.basename(args.config))[0]
+        for field in fields:
+            print(f"{field}.{name} := {_make_text(info[field])}")
+    elif args.field:
+        for field in fields:
+            print(info[field])
+    else:
+        for field in fields:
+            print(f"{field}: {info[field]}")
+    return 0
+
+
+def _make_text(value):
+    """A value as make reads it literally on the right of :=."""
+    return str(value).replace("$", "$$").replace("#", "\\#")

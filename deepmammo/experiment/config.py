@@ -276,5 +276,36 @@ def validate_config(config, source):
 
 def variant_name(config):
     """The dataset variant's folder name, from its padding and augmentation:
-    proportional:2 + paper -> proportional2-paper (the Makefile derives the same name)."""
+    proportional:2 + paper -> proportional2-paper (the Makefile asks experiment-info for it)."""
     return f"{config['padding'].replace(':', '')}-{config['augment']}"
+
+
+def with_augmentation(config, augment):
+    """The config under the Makefile's AUG=: `augment` replaces the augmentation of an
+    experiment that augments (AUG=code: the authors'); one that trains on unaugmented data
+    (augment none) keeps it. No `augment`: the config as it is."""
+    if not augment or config["augment"] == "none":
+        return config
+    if augment not in AUGMENTATIONS:
+        raise ExperimentError(f"AUG={augment}: augment must be one of "
+                              f"{', '.join(AUGMENTATIONS)}")
+    return dict(config, augment=augment)
+
+
+# What `deepmammo experiment-info` says of a config, in this order.
+INFO_FIELDS = ("experiment", "description", "padding", "augment", "variant", "dataset", "runs",
+               "latest")
+
+
+def experiment_info(config, datasets=None):
+    """{field: value} of INFO_FIELDS: the experiment's name and description, its dataset variant
+    (padding, augment, variant: the folder name), its dataset (DATASETS/<variant> when the
+    datasets folder is given, as the Makefile lays them out; else the config's own, or ""),
+    and where its runs go (runs: <runs_dir>/<experiment>; latest: the link to the newest)."""
+    variant = variant_name(config)
+    runs = os.path.join(config.get("runs_dir") or "runs", config["experiment"])
+    return {"experiment": config["experiment"], "description": config.get("description") or "",
+            "padding": config["padding"], "augment": config["augment"], "variant": variant,
+            "dataset": os.path.join(datasets, variant) if datasets else
+            (config.get("dataset") or ""),
+            "runs": runs, "latest": os.path.join(runs, "latest")}
