@@ -1,4 +1,8 @@
-"""`deepmammo eval`: every snapshot of a run on a validation or test LMDB (see cli.py)."""
+"""`deepmammo eval`: every snapshot of a run on a validation or test LMDB; `deepmammo eval-run`:
+a run folder on its dataset's validation then test LMDBs, or on another archive's splits (see
+cli.py)."""
+import os
+
 from deepmammo.engine import add_engine_argument, add_precision_argument
 from deepmammo.evaluate.metrics import METRIC_NAMES
 from deepmammo.prep.split import SPLITS
@@ -45,6 +49,34 @@ def register(subparsers):
     p.add_argument("--output", help="probability blob (default: 'prob' or the only output)")
     p.set_defaults(func=run_eval)
 
+    q = subparsers.add_parser(
+        "eval-run", help="evaluate a run folder on validation, then on test with validation's "
+                         "choice (or on another archive's splits)",
+        description="Every snapshot of RUN (RUN/*_iter_*.caffemodel, scored with "
+                    "RUN/deploy.prototxt and the mean, scale and crop of "
+                    "RUN/train_val.prototxt) on DATASET/val_lmdb -> RUN/eval/val.json, then "
+                    "on DATASET/test_lmdb with the snapshot chosen on validation and the "
+                    "thresholds fitted there -> RUN/eval/test.json: two `deepmammo eval` "
+                    "calls, as `deepmammo experiment --evaluate` makes after training. With "
+                    "--external NAME, DATASET is another archive's: each of --splits is "
+                    "scored with RUN's validation choice -> RUN/eval/external-NAME-SPLIT.json.")
+    q.add_argument("run", metavar="RUN", help="run folder (runs/<experiment>/latest or "
+                                              "runs/<experiment>/<timestamp>)")
+    q.add_argument("--dataset", help="dataset folder holding val_lmdb and test_lmdb (default: "
+                                     "the run's own, from RUN/config.yaml)")
+    add_engine_argument(q, help="our engine (torch) or real BVLC pycaffe (caffe)")
+    q.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
+    add_precision_argument(q)
+    q.add_argument("--select-by", nargs="+", choices=METRIC_NAMES,
+                   help="validation metrics that choose the snapshot, in order (default: "
+                        "accuracy recall)")
+    q.add_argument("--external", metavar="NAME",
+                   help="DATASET is another archive's: score its --splits into "
+                        "RUN/eval/external-NAME-SPLIT.json")
+    q.add_argument("--splits", nargs="+", choices=SPLITS, default=["test"],
+                   help="with --external: the splits to score (default: test)")
+    q.set_defaults(func=run_eval_run)
+
 
 def run_eval(args):
     from deepmammo.evaluate.snapshots import evaluate
@@ -59,6 +91,38 @@ def run_eval(args):
         crops_path=args.crops, train_val=args.train_val, precision=args.precision)
     print(summary_table(results))
     return 0
+
+
+def run_eval_run(args):
+    from deepmammo.evaluate.runs import evaluate_external, evaluate_run
+    dataset = args.dataset or _run_dataset(args.run)
+    def show(results):
+        print(summary_table(results), flush=True)
+
+    common = {"engine": args.engine, "gpu": args.gpu, "precision": args.precision,
+              "on_result": show}
+    if args.external:
+        if args.select_by:
+            raise ValueError("--select-by: an external evaluation takes the choice RUN's "
+                             "validation made")
+        evaluate_external(args.run, dataset, args.external, args.splits, **common)
+    else:
+        evaluate_run(args.run, dataset, select_by=args.select_by, **common)
+    return 0
+
+
+def _run_dataset(run):
+    """The dataset a run trained on, from its config.yaml."""
+    import yaml
+    path = os.path.join(run, "config.yaml")
+    try:
+        with open(path, encoding="utf-8") as f:
+            dataset = (yaml.safe_load(f) or {}).get("dataset")
+    except FileNotFoundError:
+        dataset = None
+    if not dataset:
+        raise ValueError(f"{run}: no dataset named in {path}; give --dataset")
+    return dataset
 
 
 def summary_table(results):

@@ -92,8 +92,8 @@ def cmd_experiment(args):
 def _print_evaluation(run):
     from deepmammo.evaluate.commands import summary_table
     from deepmammo.evaluate.records import Results
-    from deepmammo.experiment.training import evaluation_paths
-    for path in evaluation_paths(run):
+    from deepmammo.evaluate.runs import evaluation_paths
+    for path in evaluation_paths(run.folder):
         print(summary_table(Results.load(path)))
 
 

@@ -5,8 +5,8 @@
 
 Training is `deepmammo train` as a library call (deepmammo.caffe.train.train): our engine
 in this process, real Caffe's `caffe train` in a child process whose output is read as it
-comes. Evaluation is `deepmammo eval` of every snapshot on validation, then on test with the
-snapshot and threshold chosen on validation.
+comes. Evaluation is deepmammo.evaluate.runs.evaluate_run (`deepmammo eval-run`): every
+snapshot on validation, then on test with the snapshot and threshold chosen on validation.
 """
 import datetime
 import logging
@@ -65,33 +65,24 @@ def random_stream(run):
     return found
 
 
-def evaluation_paths(run):
-    return (os.path.join(run.folder, "eval", "val.json"),
-            os.path.join(run.folder, "eval", "test.json"))
-
-
 def evaluate(run, select_by=None):
     """Every snapshot on the validation LMDB, then on test with the validation choice:
-    eval/val.json and eval/test.json in the run folder. Returns (val, test) results."""
-    from deepmammo.evaluate.snapshots import evaluate as evaluate_snapshots
+    eval/val.json and eval/test.json in the run folder (deepmammo.evaluate.runs), then the
+    model card. Returns (val, test) results."""
+    from deepmammo.evaluate.runs import evaluate_run
+    from deepmammo.report.model_card import write_card
     if not run.deploy_path:
         raise ExperimentError(f"{run.config['config_file']}: no deploy prototxt to evaluate "
                               "with (set deploy:)")
     snapshots = [os.path.join(run.folder, name) for name in run.snapshots()]
     if not snapshots:
         raise ExperimentError(f"{run.folder}: training left no snapshots to evaluate")
-    val_out, test_out = evaluation_paths(run)
     config = run.config
-    common = {"engine": config["engine"], "train_val": run.train_val_path,
-              "gpu": 0 if config["device"] == "cuda" else None,
-              "precision": config.get("precision") or "fp32"}
-    kwargs = {"criteria": tuple(select_by)} if select_by else {}
-    val = evaluate_snapshots(run.deploy_path, snapshots,
-                             os.path.join(run.dataset, "val_lmdb"), val_out, **common, **kwargs)
-    test = evaluate_snapshots(run.deploy_path, snapshots,
-                              os.path.join(run.dataset, "test_lmdb"), test_out,
-                              val_results=val_out, threshold="val", **common)
-    from deepmammo.report.model_card import write_card
+    val, test = evaluate_run(run.folder, run.dataset, engine=config["engine"],
+                             gpu=0 if config["device"] == "cuda" else None,
+                             precision=config.get("precision") or "fp32", select_by=select_by,
+                             snapshots=snapshots, deploy=run.deploy_path,
+                             train_val=run.train_val_path)
     write_card(run.folder)   # model-card.md/.json: the run described from its own records
     return val, test
 
