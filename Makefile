@@ -133,12 +133,13 @@ data-large-aug: $(DATASETS)/proportional2-$(or $(AUG),paper)/build.json ## propo
 EXPERIMENTS := $(sort $(filter-out defaults weights,$(basename $(notdir $(wildcard configs/*.yaml)))))
 PAPER_EXPERIMENTS := $(sort $(filter-out defaults,$(basename $(notdir \
                        $(shell grep -l '^paper:' configs/*.yaml)))))
-# $(call cfg,NAME,KEY): the one-line value of KEY in configs/NAME.yaml, else in defaults.yaml
-cfg_value = $(shell sed -n 's/^$(2):[[:space:]]*\([^#[:space:]]*\).*/\1/p' $(1) | head -n 1 | tr -d "\"'")
-cfg = $(or $(call cfg_value,configs/$(1).yaml,$(2)),$(call cfg_value,configs/defaults.yaml,$(2)))
-# AUG= replaces the augmentation of the experiments that augment (AUG=code: the authors')
-augment_of = $(if $(and $(AUG),$(filter-out none,$(call cfg,$(1),augment))),$(AUG),$(call cfg,$(1),augment))
-variant_of = $(subst :,,$(call cfg,$(1),padding))-$(call augment_of,$(1))
+# Each experiment's dataset variant and augmentation (AUG= replaces the augmentation of the
+# experiments that augment) are the package's answer: `deepmammo experiment-info --make` writes
+# variant.<name> and augment.<name> into build/make/, which make includes for the experiments
+# it is asked to make (installing the package first when there is none).
+EXPERIMENT_INFO := build/make/aug-$(or $(AUG),config)
+EXPERIMENT_GOALS := $(filter $(EXPERIMENTS),$(MAKECMDGOALS)) \
+                    $(if $(filter paper,$(MAKECMDGOALS)),$(PAPER_EXPERIMENTS))
 
 # The paper's experiments train on an archive the user names (CASES=, or DATASETS=): without
 # one they stop here, before any data is built, instead of filling the paper's tables from the
@@ -157,11 +158,22 @@ $(error no archive named (CASES=path/to/cases.csv))
 endif
 endif
 
+include $(patsubst %,$(EXPERIMENT_INFO)/%.mk,$(sort $(EXPERIMENT_GOALS)))
+ifeq ($(MAKE_RESTARTS),)
+# (asked once per make: a config dated in the future would be asked again and again)
+$(EXPERIMENT_INFO)/%.mk: configs/%.yaml configs/defaults.yaml | $(PY)
+	@mkdir -p $(@D)
+	@$(DM) experiment-info $< $(if $(AUG),--aug $(AUG)) --field variant --field augment --make \
+	  > $@.tmp && mv $@.tmp $@ || { rm -f $@.tmp; exit 1; }
+$(PY):
+	$(MAKE) --no-print-directory $(STAMP)
+endif
+
 .PHONY: $(EXPERIMENTS)
 ifeq ($(DATA_SEEDS),)
-$(EXPERIMENTS): %: $$(DATASETS)/$$(call variant_of,$$*)/build.json | $(STAMP)
+$(EXPERIMENTS): %: $$(DATASETS)/$$(variant.$$*)/build.json | $(STAMP)
 	$(DM) experiment --engine $(ENGINE) --device $(DEVICE) --evaluate configs/$@.yaml \
-	  dataset=$(DATASETS)/$(call variant_of,$@) augment=$(call augment_of,$@) \
+	  dataset=$(DATASETS)/$(variant.$@) augment=$(augment.$@) \
 	  data_seed=$(SEED) precision=$(PRECISION) $(if $(SEEDS),seeds=$(SEEDS)) $(OVERRIDES)
 else
 # DATA_SEEDS=0,1,2: the experiment once per data seed (its own split and augmentation; with the
@@ -175,14 +187,8 @@ endif
 comma := ,
 
 evaluate: ## evaluate every snapshot of RUN (a run folder) on DATA's val and test LMDBs
-	$(DM) eval --model $(RUN)/deploy.prototxt --snapshots '$(RUN)/*_iter_*.caffemodel' \
-	  --lmdb $(DATA)/val_lmdb --train-val $(RUN)/train_val.prototxt \
-	  --out $(RUN)/eval/val.json --engine $(ENGINE) --precision $(PRECISION) \
-	  $(if $(filter cuda,$(DEVICE)),--gpu 0)
-	$(DM) eval --model $(RUN)/deploy.prototxt --snapshots '$(RUN)/*_iter_*.caffemodel' \
-	  --lmdb $(DATA)/test_lmdb --train-val $(RUN)/train_val.prototxt \
-	  --out $(RUN)/eval/test.json --val-results $(RUN)/eval/val.json --threshold val \
-	  --engine $(ENGINE) --precision $(PRECISION) $(if $(filter cuda,$(DEVICE)),--gpu 0)
+	$(DM) eval-run $(RUN) $(if $(DATA),--dataset $(DATA)) --engine $(ENGINE) \
+	  --precision $(PRECISION) $(if $(filter cuda,$(DEVICE)),--gpu 0)
 
 # ---------------------------------------------------------------- a trained run, put to use
 .PHONY: classify export model-card
@@ -239,25 +245,22 @@ EXTERNAL_NAME ?= $(subst /,-,$(patsubst data/datasets/%,%,$(patsubst %/,%,$(EXTE
 external: $(STAMP) ## score RUN on EXTERNAL (another archive's dataset) with RUN's own mean and grey mapping
 	@test -n "$(RUN)" -a -n "$(EXTERNAL)" || \
 	  { echo "usage: make external RUN=runs/<experiment>/latest EXTERNAL=<dataset folder>"; exit 2; }
-	for split in $(EXTERNAL_SPLITS); do \
-	  $(DM) eval --model $(RUN)/deploy.prototxt --snapshots '$(RUN)/*_iter_*.caffemodel' \
-	    --lmdb $(EXTERNAL)/$${split}_lmdb --train-val $(RUN)/train_val.prototxt \
-	    --val-results $(RUN)/eval/val.json --out $(RUN)/eval/external-$(EXTERNAL_NAME)-$${split}.json \
-	    --engine $(ENGINE) $(if $(filter cuda,$(DEVICE)),--gpu 0) || exit $$?; \
-	done
+	$(DM) eval-run $(RUN) --dataset $(EXTERNAL) --external $(EXTERNAL_NAME) \
+	  --splits $(EXTERNAL_SPLITS) --engine $(ENGINE) $(if $(filter cuda,$(DEVICE)),--gpu 0)
 
-# ---------------------------------------------------------------- paper-scale timing (issue 14)
+# ---------------------------------------------------------------- paper-scale timing
 # Each experiment of `make paper` timed for a slice on a synthetic dataset of the paper's size
 # (written once under data/bench/), projected to the full run: img/s, GPU memory, minutes.
 # DEVICE=cuda for the GPU; PRECISION=fp32|tf32|bf16; BENCH_PAPER_ARGS="--iters 100" etc.
-# (BENCH_PAPER_ARGS=--baseline: the per-blob update and per-iteration loss read-back of before)
+# (BENCH_PAPER_ARGS=--baseline: a per-blob update and each iteration's loss read back, the
+# figures the fused update is compared with)
 bench-paper: $(STAMP) ## time every paper experiment for a slice, project the full paper's minutes
 	$(PY) scripts/bench_paper.py --device $(DEVICE) --precision $(PRECISION) \
 	  --out reports/bench-paper-$(DEVICE)-$(PRECISION)$(if $(findstring --baseline,$(BENCH_PAPER_ARGS)),-baseline).json \
 	  $(BENCH_PAPER_ARGS)
 .PHONY: bench-paper
 
-# ---------------- fuzzing (issue 12)
+# ---------------- fuzzing
 FUZZ_MUTANTS ?= 5000
 FUZZ_SEED ?= 0
 .PHONY: fuzz
