@@ -170,3 +170,17 @@ def test_the_engine_package_and_predict_import_no_command_line():
     for path in ("predict.py", "snapshots.py"):
         found = set(_imports(os.path.join(ROOT, "deepmammo", "evaluate", path)))
         assert not [m for m in found if m == "deepmammo.cli" or m.endswith(("_cli", "commands"))]
+
+
+def test_a_config_and_caffes_test_are_checked_alike(capsys):
+    from deepmammo.experiment import ExperimentError, load_config
+    config = os.path.join(ROOT, "configs", "levynet.yaml")
+    for overrides, message in ((["engine=caffe", "device=cuda"], "runs on the CPU only"),
+                               (["engine=caffe", "precision=bf16"], "fp32 only"),
+                               (["precision=tf32"], "tf32 needs a CUDA GPU")):
+        with pytest.raises(ExperimentError, match=message) as refused:
+            load_config(config, overrides, environ={})
+        assert str(refused.value).startswith(f"{config} (with overrides): ")
+    assert main(["test", "--model", config, "--weights", config, "--engine", "caffe",
+                 "--gpu", "0"]) == 2
+    assert "runs on the CPU only" in capsys.readouterr().err
