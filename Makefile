@@ -165,8 +165,10 @@ $(EXPERIMENT_INFO)/%.mk: configs/%.yaml configs/defaults.yaml | $(PY)
 	@mkdir -p $(@D)
 	@$(DM) experiment-info $< $(if $(AUG),--aug $(AUG)) --field variant --field augment --make \
 	  > $@.tmp && mv $@.tmp $@ || { rm -f $@.tmp; exit 1; }
-$(PY):
-	$(MAKE) --no-print-directory $(STAMP)
+DRY_RUN := $(findstring n,$(firstword -$(MAKEFLAGS)))
+$(PY): # (a dry run installs nothing: it stops here)
+	$(if $(DRY_RUN),@echo "make -n: the experiments' dataset variants come from the package; \
+	  make install first" >&2; exit 2,$(MAKE) --no-print-directory $(STAMP))
 endif
 
 .PHONY: $(EXPERIMENTS)

@@ -191,3 +191,12 @@ def test_eval_run_external_scores_each_split_with_the_runs_choice(runs, capsys):
     # without --dataset: the run's own, from its config.yaml (here a name, not a folder)
     assert main(["eval-run", by_run]) == 2
     assert f"{os.getcwd()}/large-aug" in capsys.readouterr().err
+
+
+def test_a_dry_run_without_the_package_installs_nothing_and_says_so(tmp_path):
+    ws = make_workspace(str(tmp_path / "ws"))
+    os.remove(os.path.join(ws, ".venv"))
+    proc = subprocess.run(["make", "-n", "levynet", "DATASETS=ds"], cwd=ws, capture_output=True,
+                          text=True, env=env(), timeout=300)
+    assert proc.returncode == 2 and "make install first" in proc.stderr
+    assert not os.path.exists(os.path.join(ws, ".venv"))
