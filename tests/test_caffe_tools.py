@@ -4,27 +4,17 @@ extract_features, caffe::shuffle) and against hand-computed values where it cann
 (convert_imageset and compute_image_mean need OpenCV, which the build leaves out)."""
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 from google.protobuf import text_format
-from userpaths import ROOT, error_line, run
-from userpaths import env as shell_env
+from helpers import dm, error_line
 
 from deepmammo.caffe.formats.binaryproto import read_blob, read_mean
 from deepmammo.caffe.formats.lmdb_io import LMDBReader, LMDBWriter
 from deepmammo.caffe.proto import caffe_pb2 as pb
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "upgrade")
-
-
-def dm(*args, cwd, check=True):
-    """`deepmammo ARGS` in a subprocess, importing this checkout."""
-    env = shell_env()
-    env["PYTHONPATH"] = ROOT
-    return run([sys.executable, "-m", "deepmammo", *map(str, args)], cwd, env=env,
-               check=check, timeout=300)
 
 
 def records(db):

@@ -9,7 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
-from userpaths import ROOT, build_tiny_data, dm, error_line, make_workspace
+from helpers import ROOT, dm, error_line
+from worlds import build_tiny_data, make_workspace
 
 from deepmammo.caffe.formats.datum import datum_to_array
 from deepmammo.caffe.formats.lmdb_io import LMDBReader
@@ -360,7 +361,7 @@ def test_a_damaged_dicom_in_a_manifest_names_the_image_and_the_case(tmp_path):
 def test_the_readmes_using_a_trained_run_block_runs_as_written(world, tmp_path):
     """The README's block, run by bash in a checkout where `make demo` has run (the tiny
     world's run, archive, cases and crops stand at the demo's paths)."""
-    from userpaths import env, run
+    from helpers import env, run
     ws = world["ws"]
     data = os.path.join(world["root"], "data")
     links = {"runs/demo-levynet/latest": world["run"],

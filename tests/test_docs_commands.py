@@ -10,7 +10,7 @@ import shlex
 import subprocess
 
 import pytest
-from userpaths import ROOT
+from helpers import ROOT
 
 from deepmammo.cli import build_parser
 from deepmammo.experiment import experiment_names, load_config, variant_name
@@ -160,7 +160,7 @@ def test_the_walk_finds_the_commands():
 
 
 def test_make_paper_without_an_archive_stops_at_the_first_step_of_reproducing_the_paper():
-    from userpaths import env
+    from helpers import env
     for goal in ("paper", "levynet"):
         proc = subprocess.run(["make", goal], cwd=ROOT, capture_output=True, text=True,
                               env=env())
@@ -184,7 +184,8 @@ def test_make_paper_without_an_archive_stops_at_the_first_step_of_reproducing_th
 
 def test_a_message_of_several_lines_prints_as_lines(tmp_path):
     import numpy as np
-    from userpaths import dm, make_workspace
+    from helpers import dm
+    from worlds import make_workspace
 
     from deepmammo.caffe.formats.binaryproto import write_mean
     from deepmammo.caffe.formats.datum import array_to_datum, datum_to_bytes
@@ -208,7 +209,8 @@ def test_a_message_of_several_lines_prints_as_lines(tmp_path):
 
 
 def test_make_classify_and_export_pass_run_and_input_on(tmp_path):
-    from userpaths import env, make_workspace
+    from helpers import env
+    from worlds import make_workspace
     ws = make_workspace(str(tmp_path / "ws"))
     out = subprocess.run(["make", "-n", "classify", "RUN=runs/x/latest", "INPUT=cases.csv",
                           "CLASSIFY_ARGS=--oversample", "OUT=p.csv"], cwd=ws,

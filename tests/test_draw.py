@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from google.protobuf import text_format
-from userpaths import error_line
+from helpers import error_line
 
 from deepmammo.caffe import draw
 from deepmammo.caffe.proto import caffe_pb2

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from userpaths import ROOT, env, error_line, run
+from helpers import ROOT, env, error_line, run_cli
 
 from deepmammo.caffe.formats.datum import array_to_datum
 from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
@@ -73,16 +73,13 @@ layer { name: "py" type: "Python" bottom: "data" top: "out"
 
 
 def user_env(**extra):
-    out = env()
-    out["PYTHONPATH"] = ROOT
+    out = env(PYTHONPATH=ROOT, **extra)
     out.pop("GLOG_minloglevel", None)
-    out.update(extra)
     return out
 
 
 def dm(folder, *args, **extra):
-    return run([sys.executable, "-m", "deepmammo", *map(str, args)], cwd=folder,
-               env=user_env(**extra), check=False, timeout=300)
+    return run_cli(*args, cwd=folder, env=user_env(**extra))
 
 
 @pytest.fixture

@@ -4,10 +4,9 @@ layer, a Python layer that cannot be imported or raises) ends as one line naming
 solver (never the temporary copy handed to Caffe), exit status 2, as on the torch engine; and
 a Python layer whose module sits beside the net prototxt imports with no PYTHONPATH set."""
 import os
-import sys
 
 import pytest
-from userpaths import ROOT, error_line, run
+from helpers import ROOT, dm, env, error_line, run_cli
 
 NET = """name: "tiny"
 layer { name: "data" type: "DummyData" top: "data" top: "label"
@@ -51,10 +50,7 @@ snapshot_prefix: "out/tiny"
 def user_env():
     """A shell's environment with no PYTHONPATH of its own beyond this checkout (which the
     `deepmammo` command imports)."""
-    from userpaths import env
-    out = env()
-    out["PYTHONPATH"] = ROOT
-    return out
+    return env(PYTHONPATH=ROOT)
 
 
 @pytest.fixture
@@ -77,8 +73,8 @@ def write_case(project, name, module="double_layer", labels=2, extra="", param_s
 
 
 def train(project, solver):
-    return run([sys.executable, "-m", "deepmammo", "train", "--engine", "caffe", "--solver",
-                solver], cwd=project, env=user_env(), check=False, timeout=300)
+    return run_cli("train", "--engine", "caffe", "--solver", solver, cwd=project,
+                   env=user_env())
 
 
 def no_temporaries(project):
@@ -94,9 +90,9 @@ def test_python_layer_beside_the_net_imports_without_pythonpath(project):
     assert (project / "out" / "tiny_iter_2.caffemodel").is_file()
     no_temporaries(project)
     # `deepmammo test --engine caffe` (pycaffe in this process) finds the module the same way
-    proc = run([sys.executable, "-m", "deepmammo", "test", "--engine", "caffe", "--model",
-                "nets/good.prototxt", "--weights", "out/tiny_iter_2.caffemodel",
-                "--iterations", "1"], cwd=project, env=user_env(), timeout=300)
+    proc = dm("test", "--engine", "caffe", "--model", "nets/good.prototxt", "--weights",
+              "out/tiny_iter_2.caffemodel", "--iterations", "1", cwd=project, env=user_env(),
+              timeout=300)
     assert "loss = " in proc.stdout
 
 

@@ -4,20 +4,17 @@ weights, gradients and the solver's history stay float32, and the train and eval
 record the precision they ran in."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 from solver_scenario import make_data, write_solver
 
 import deepmammo.caffe as caffe
 from deepmammo.caffe import mode
 from deepmammo.caffe.net import DeferredLoss, resolve_losses
 from deepmammo.caffe.solvers import get_solver
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NET = '''name: "tiny"
 layer { name: "data" type: "Input" top: "data" top: "label"
@@ -145,19 +142,13 @@ def test_bf16_solver_keeps_float32_master_weights_and_history(tmp_path):
 
 # ------------------------------------------------------------------ the commands
 
-def _cli(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "deepmammo", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
 def test_train_records_its_precision_and_refuses_tf32_on_cpu(tmp_path):
     net = make_data(str(tmp_path))
     body = ('type: "SGD" base_lr: 0.05 momentum: 0.9 lr_policy: "fixed" max_iter: 4 '
             "display: 2 snapshot: 0")
     solver = write_solver(str(tmp_path), "s", body, net)
     log = tmp_path / "tf32" / "train.log"
-    proc = _cli("train", "--solver", solver, "--precision", "tf32", "--log", str(log),
+    proc = run_cli("train", "--solver", solver, "--precision", "tf32", "--log", str(log),
                 cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("deepmammo train: error: "
@@ -166,7 +157,7 @@ def test_train_records_its_precision_and_refuses_tf32_on_cpu(tmp_path):
     for precision in ("bf16", None):
         log = tmp_path / (precision or "default") / "train.log"
         extra = ["--precision", precision] if precision else []
-        proc = _cli("train", "--solver", solver, "--log", str(log), *extra, cwd=tmp_path)
+        proc = run_cli("train", "--solver", solver, "--log", str(log), *extra, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         want = precision or "fp32"
         first = log.read_text().splitlines()[0]
@@ -178,21 +169,21 @@ def test_train_records_its_precision_and_refuses_tf32_on_cpu(tmp_path):
 
 
 def test_eval_records_its_precision_and_refuses_tf32_on_cpu(tmp_path):
-    from test_report_world import build_world
+    from worlds import build_world
     world = build_world(str(tmp_path / "world"))
     run = world["runs"]["levynet"]
     base = ["eval", "--model", world["model"], "--snapshots",
             os.path.join(run, "*_iter_100.caffemodel"), "--lmdb",
             os.path.join(world["data"], "val_lmdb"), "--mean", world["mean"],
             "--bootstrap", "0"]
-    proc = _cli(*base, "--out", str(tmp_path / "tf32.json"), "--precision", "tf32",
+    proc = run_cli(*base, "--out", str(tmp_path / "tf32.json"), "--precision", "tf32",
                 cwd=tmp_path)
     assert proc.returncode == 2 and "precision tf32 needs a CUDA GPU" in proc.stderr
     assert not (tmp_path / "tf32.json").exists()
     results = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / f"{precision}.json"
-        proc = _cli(*base, "--out", str(out), "--precision", precision, cwd=tmp_path)
+        proc = run_cli(*base, "--out", str(out), "--precision", precision, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         results[precision] = json.loads(out.read_text())
         assert results[precision]["precision"] == precision

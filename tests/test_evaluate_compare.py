@@ -8,12 +8,11 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import ROOT, run_cli
 from scipy import stats
 
 from deepmammo.evaluate import compare as cmp
 from deepmammo.evaluate.metrics import roc_auc
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _direct_delong(labels, a, b):
@@ -105,12 +104,6 @@ def _write(rows, path):
     return str(path)
 
 
-def _cli(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "deepmammo", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT)
-
-
 def test_compare_fields_and_the_paired_bootstrap():
     a, b = _rows(seed=1), _rows(seed=2, shift=0.05)
     b = list(reversed(b))  # the join is by key, not by line
@@ -135,7 +128,7 @@ def test_cli_compares_two_predictions_csvs_and_writes_json(tmp_path):
     a = _write(_rows(seed=1), tmp_path / "a.csv")
     b = _write(_rows(seed=2, shift=0.1), tmp_path / "b.csv")
     out = tmp_path / "cmp" / "ab.json"
-    proc = _cli("compare", a, b, "--out", str(out), "--bootstrap", "200")
+    proc = run_cli("compare", a, b, "--out", str(out), "--bootstrap", "200")
     assert proc.returncode == 0, proc.stderr
     with open(out) as f:
         written = json.load(f)
@@ -153,7 +146,7 @@ def test_compare_refuses_mismatched_records_naming_them(tmp_path):
     a = _write(a_rows, tmp_path / "a.csv")
     b = _write(b_rows, tmp_path / "b.csv")
     out = tmp_path / "ab.json"
-    proc = _cli("compare", a, b, "--out", str(out))
+    proc = run_cli("compare", a, b, "--out", str(out))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "not over the same records" in lines[0]
@@ -191,7 +184,7 @@ def test_results_json_gives_the_snapshot_chosen_on_validation(tmp_path):
     results["selected"] = None
     with open(folder / "test.json", "w") as f:
         json.dump(results, f)
-    proc = _cli("compare", str(folder / "test.json"), other)
+    proc = run_cli("compare", str(folder / "test.json"), other)
     assert proc.returncode == 2 and "marks no snapshot chosen on validation" in proc.stderr
 
 

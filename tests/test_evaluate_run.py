@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from test_report_world import build_world, evaluate_world
+from worlds import build_world, evaluate_world
 
 from deepmammo.cli import main
 from deepmammo.evaluate.metrics import binary_metrics
@@ -139,7 +139,7 @@ def test_both_engines_give_the_same_numbers(world, tmp_path):
 def test_eval_equals_the_nets_own_test_phase(world, tmp_path, engine):
     """The accuracy Caffe's TEST phase reports (Data layer, transform_param, Accuracy layer)
     over the whole validation LMDB equals eval's accuracy for the same snapshot."""
-    from test_report_world import DEPLOY
+    from worlds import DEPLOY
 
     from deepmammo.evaluate.predict import caffe_module
     caffe = caffe_module(engine)

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-from test_prep_archive import case_row, ellipse, make_archive, write_cases, write_mask, write_png16
+from worlds import case_row, ellipse, make_archive, write_cases, write_mask, write_png16
 
 from deepmammo.cli import main as cli_main
 from deepmammo.prep import crops as C

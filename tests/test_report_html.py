@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import pytest
-from test_report_world import build_world, evaluate_world
+from worlds import build_world, evaluate_world
 
 from deepmammo.cli import main
 

@@ -3,14 +3,14 @@ value, the learning figure draws every seed, and claims test each pair of seeds.
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
-from test_report_world import _weights, _write_logs, build_world, evaluate_world, write_caffemodel
+from helpers import ROOT, run_cli
+from worlds import build_world, evaluate_world, snapshot_weights, write_logs
 
+from deepmammo.caffe.formats.caffemodel import write_caffemodel
 from deepmammo.evaluate import predict
 from deepmammo.evaluate.compare import compare
 from deepmammo.evaluate.runinfo import run_info
@@ -18,7 +18,6 @@ from deepmammo.evaluate.snapshots import evaluate, predictions_path
 from deepmammo.report.collect import collect_runs
 from deepmammo.report.tables import runs_table, write_table
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUP = "levynet/20261130-120000"
 
 
@@ -35,10 +34,10 @@ def make_run(world, folder, seed, group, data_seed=None, shift=0.0):
                    "repeat_group": group}, f)
     with open(os.path.join(folder, "solver.prototxt"), "w") as f:
         f.write('net: "train_val.prototxt"\nmax_iter: 100\nsnapshot_prefix: "levynet"\n')
-    _write_logs(folder, 100, csv_log=seed % 2 == 0)
+    write_logs(folder, 100, csv_log=seed % 2 == 0)
     for it, k, b in zip((25, 50, 75, 100), (0.002, 0.004, 0.006, 0.008),
                         (-1.5, -0.8, -0.3, 0.6)):
-        write_caffemodel(_weights(k * (1 + 0.3 * seed), b + shift, it + seed),
+        write_caffemodel(snapshot_weights(k * (1 + 0.3 * seed), b + shift, it + seed),
                          os.path.join(folder, "levynet_iter_%d.caffemodel" % it))
     return folder
 
@@ -108,11 +107,8 @@ def test_the_newest_group_gives_every_seed_and_the_table_its_mean_and_sd(world, 
 
 def test_claims_test_each_seed_against_the_other_model(world, tmp_path):
     out = tmp_path / "compare"
-    proc = subprocess.run(
-        [sys.executable, "-m", "deepmammo", "compare", "--runs",
-         os.path.join(world["root"], "runs"), "--pair", "googlenet-deeper:levynet",
-         "--bootstrap", "50", "--out", str(out)],
-        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    proc = run_cli("compare", "--runs", os.path.join(world["root"], "runs"), "--pair",
+                   "googlenet-deeper:levynet", "--bootstrap", "50", "--out", out, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     with open(out / "claims.json") as f:
         claims = json.load(f)["claims"]

@@ -3,7 +3,7 @@ import csv
 import os
 
 import pytest
-from test_report_world import build_world, evaluate_world
+from worlds import build_world, evaluate_world
 
 from deepmammo.report.collect import collect_runs
 from deepmammo.report.paper import TABLE2

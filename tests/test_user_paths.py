@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 import yaml
-from userpaths import ROOT, build_tiny_data, dm, env, make_workspace, run
+from helpers import ROOT, dm, env, run
+from worlds import build_tiny_data, make_workspace
 
 from deepmammo.caffe.parse_log import read_csv
 from deepmammo.experiment import experiment_names, load_config, variant_name
