@@ -246,18 +246,18 @@ external: $(STAMP) ## score RUN on EXTERNAL (another archive's dataset) with RUN
 	    --engine $(ENGINE) $(if $(filter cuda,$(DEVICE)),--gpu 0) || exit $$?; \
 	done
 
-# ---------------------------------------------------------------- paper-scale timing (issue 14)
+# ---------------------------------------------------------------- paper-scale timing
 # Each experiment of `make paper` timed for a slice on a synthetic dataset of the paper's size
 # (written once under data/bench/), projected to the full run: img/s, GPU memory, minutes.
 # DEVICE=cuda for the GPU; PRECISION=fp32|tf32|bf16; BENCH_PAPER_ARGS="--iters 100" etc.
-# (BENCH_PAPER_ARGS=--baseline: the per-blob update and per-iteration loss read-back of before)
+# (BENCH_PAPER_ARGS=--baseline: the reference, a per-blob update and each loss read back at once)
 bench-paper: $(STAMP) ## time every paper experiment for a slice, project the full paper's minutes
 	$(PY) scripts/bench_paper.py --device $(DEVICE) --precision $(PRECISION) \
 	  --out reports/bench-paper-$(DEVICE)-$(PRECISION)$(if $(findstring --baseline,$(BENCH_PAPER_ARGS)),-baseline).json \
 	  $(BENCH_PAPER_ARGS)
 .PHONY: bench-paper
 
-# ---------------- fuzzing (issue 12)
+# ---------------- fuzzing
 FUZZ_MUTANTS ?= 5000
 FUZZ_SEED ?= 0
 .PHONY: fuzz

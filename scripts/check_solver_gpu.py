@@ -1,6 +1,6 @@
 """Device check of the solvers: each solver type trained on CUDA follows the CPU trajectory (our
 engine on both), and a snapshot taken on CUDA restores on the CPU and continues identically.
-Then the paths of issue 14:
+Then the fast paths of the solver:
 
 - fused update: the fused (torch._foreach_*, multi-tensor kernels on CUDA) and the per-blob
   update on CUDA agree to 1e-6 relative over the trajectory (on the CPU the tests require

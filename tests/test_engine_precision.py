@@ -68,8 +68,8 @@ def test_deferred_loss_is_the_immediate_loss_to_the_bit(net_path):
         net.clear_param_diffs()
         loss = net.forward_backward_deferred()
         assert isinstance(loss, DeferredLoss)
-        # What the net computed before losses were deferred: loss_weight (a float32 field)
-            # times each loss top, summed in doubles.
+        # The immediate loss: loss_weight (a float32 field) times each loss top, summed in
+        # doubles.
         want = 0.0 + float(np.float32(0.7)) * float(net.blobs["loss"].data)
         want = want + 1.0 * float(net.blobs["loss2"].data)
         deferred.append((loss, want))
