@@ -1,11 +1,54 @@
-"""Shared fixtures. Tests that need real BVLC Caffe use `real_caffe`: it imports the build made
-by `make caffe` (which `make test` runs first) and fails, never skips, when it is missing."""
+"""Shared fixtures and the test tiers.
+
+Tests that need real BVLC Caffe use `real_caffe` (pycaffe, imported) or `caffe_build` (the
+build's folder: its tools and source tree): both come from `make caffe` (which `make test` runs
+first) and fail, never skip, when it is missing.
+
+Three markers set the slow or set-up-dependent tests apart; `make test-fast` runs the tests
+that carry none of them, `make test` runs them all:
+
+- caffe: needs real Caffe (`make caffe`). Every test that uses `real_caffe` or `caffe_build`
+  (itself or through its fixtures) is marked here. `make test-fast` hides the build, so a test
+  that reaches it another way fails there instead of passing only where Caffe is built.
+- subprocess: starts the `deepmammo` command, make, a script or Caffe's tools in another
+  process (modules of such tests set `pytestmark`; mixed modules mark each test).
+- browser: needs headless Chromium (`make browser`).
+"""
 import os
 
 import numpy as np
 import pytest
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+MARKERS = {
+    "caffe": "needs real BVLC Caffe, built by `make caffe`",
+    "subprocess": "starts another process: the deepmammo command, make, a script, a tool",
+    "browser": "needs headless Chromium (`make browser`)",
+}
+
+
+def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
+CAFFE_FIXTURES = {"real_caffe", "caffe_build"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if CAFFE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.caffe)
+
+
+@pytest.fixture(scope="session")
+def caffe_build():
+    from deepmammo.caffe.real import CaffeNotBuilt, find_build
+    try:
+        return find_build()
+    except CaffeNotBuilt as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

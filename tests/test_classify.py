@@ -18,6 +18,8 @@ from deepmammo.evaluate.predict import read_manifest, read_predictions
 from deepmammo.sources.cases import read_cases
 from deepmammo.sources.images import read_image, write_png
 
+pytestmark = pytest.mark.subprocess
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):

@@ -1,9 +1,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from deepmammo.cli import build_parser
 
 
+@pytest.mark.subprocess
 def test_python_m_deepmammo_prints_help():
     out = subprocess.run([sys.executable, "-m", "deepmammo", "--help"], capture_output=True,
                          text=True, check=True).stdout

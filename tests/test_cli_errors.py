@@ -16,6 +16,8 @@ from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.sources import cases as cases_mod
 
+pytestmark = pytest.mark.subprocess
+
 
 def skipped_rows(cases_csv):
     with open(os.path.splitext(cases_csv)[0] + ".skipped.csv", newline="") as f:

@@ -82,6 +82,7 @@ def no_temporaries(project):
     assert not leftovers, leftovers
 
 
+@pytest.mark.subprocess
 def test_python_layer_beside_the_net_imports_without_pythonpath(project):
     solver = write_case(project, "good")
     proc = train(project, solver)
@@ -96,6 +97,7 @@ def test_python_layer_beside_the_net_imports_without_pythonpath(project):
     assert "loss = " in proc.stdout
 
 
+@pytest.mark.subprocess
 def test_missing_python_module_is_one_line(project):
     solver = write_case(project, "nomodule", module="no_such_layer_module")
     proc = train(project, solver)
@@ -106,6 +108,7 @@ def test_missing_python_module_is_one_line(project):
     no_temporaries(project)
 
 
+@pytest.mark.subprocess
 def test_check_failure_inside_caffe_is_one_line(project):
     solver = write_case(project, "mismatch", labels=4)
     proc = train(project, solver)
@@ -116,6 +119,7 @@ def test_check_failure_inside_caffe_is_one_line(project):
     no_temporaries(project)
 
 
+@pytest.mark.subprocess
 def test_python_layer_raising_in_setup_is_one_line(project):
     solver = write_case(project, "raising", param_str="fail")
     proc = train(project, solver)
@@ -124,6 +128,7 @@ def test_python_layer_raising_in_setup_is_one_line(project):
     no_temporaries(project)
 
 
+@pytest.mark.subprocess
 def test_bad_field_in_the_net_names_the_net_file_and_line(project):
     solver = write_case(project, "bogus", extra="bogus_field: 1 ")
     proc = train(project, solver)
@@ -131,6 +136,7 @@ def test_bad_field_in_the_net_names_the_net_file_and_line(project):
                'no field named "bogus_field"')
 
 
+@pytest.mark.subprocess
 def test_missing_net_file_names_the_solver(project):
     (project / "lost_solver.prototxt").write_text(SOLVER.replace("NET", "lost.prototxt"))
     proc = train(project, "lost_solver.prototxt")
@@ -138,6 +144,7 @@ def test_missing_net_file_names_the_solver(project):
                "'nets/lost.prototxt' not found")
 
 
+@pytest.mark.subprocess
 def test_bad_solver_field_names_the_solver(project):
     (project / "bad_solver.prototxt").write_text(SOLVER.replace("NET", "x.prototxt")
                                                  + "momentum: fast\n")

@@ -142,6 +142,7 @@ def test_bf16_solver_keeps_float32_master_weights_and_history(tmp_path):
 
 # ------------------------------------------------------------------ the commands
 
+@pytest.mark.subprocess
 def test_train_records_its_precision_and_refuses_tf32_on_cpu(tmp_path):
     net = make_data(str(tmp_path))
     body = ('type: "SGD" base_lr: 0.05 momentum: 0.9 lr_policy: "fixed" max_iter: 4 '
@@ -168,6 +169,7 @@ def test_train_records_its_precision_and_refuses_tf32_on_cpu(tmp_path):
         assert (log.parent / "train_log.csv").read_text().startswith("iteration,")
 
 
+@pytest.mark.subprocess
 def test_eval_records_its_precision_and_refuses_tf32_on_cpu(tmp_path):
     from worlds import build_world
     world = build_world(str(tmp_path / "world"))

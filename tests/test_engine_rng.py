@@ -319,6 +319,7 @@ def test_from_scratch_run_follows_caffe(real_caffe, tmp_path):
 
 
 # ---------------------------------------------------------------- the command line
+@pytest.mark.subprocess
 def test_train_from_scratch_cli_matches_caffe_and_logs_the_stream(real_caffe, tmp_path):
     """`deepmammo train` without weights, in both engines, from the solver's random_seed:
     the same final weights, and the log says which stream the run drew from."""

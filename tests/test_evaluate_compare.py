@@ -124,6 +124,7 @@ def test_compare_fields_and_the_paired_bootstrap():
     assert cmp.compare(a, b, n_boot=300, seed=3) == got  # deterministic for a seed
 
 
+@pytest.mark.subprocess
 def test_cli_compares_two_predictions_csvs_and_writes_json(tmp_path):
     a = _write(_rows(seed=1), tmp_path / "a.csv")
     b = _write(_rows(seed=2, shift=0.1), tmp_path / "b.csv")
@@ -140,6 +141,7 @@ def test_cli_compares_two_predictions_csvs_and_writes_json(tmp_path):
     assert "delong_p" in proc.stdout and "%.4g" % direct["delong_p"] in proc.stdout
 
 
+@pytest.mark.subprocess
 def test_compare_refuses_mismatched_records_naming_them(tmp_path):
     a_rows = _rows(seed=1)
     b_rows = _rows(seed=2)[:-2]
@@ -164,6 +166,7 @@ def test_records_of_another_dataset_join_by_crop_id():
     assert cmp.compare(a, b, n_boot=0)["joined_on"] == "crop_id"
 
 
+@pytest.mark.subprocess
 def test_results_json_gives_the_snapshot_chosen_on_validation(tmp_path):
     folder = tmp_path / "eval"
     os.makedirs(folder / "test_predictions")
@@ -188,6 +191,7 @@ def test_results_json_gives_the_snapshot_chosen_on_validation(tmp_path):
     assert proc.returncode == 2 and "marks no snapshot chosen on validation" in proc.stderr
 
 
+@pytest.mark.subprocess
 def test_compare_needs_no_torch(tmp_path):
     a = _write(_rows(seed=1), tmp_path / "a.csv")
     b = _write(_rows(seed=2), tmp_path / "b.csv")

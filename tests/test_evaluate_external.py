@@ -109,6 +109,7 @@ def test_another_mean_file_is_refused(world):
               mean_path=os.path.join(world["other"], "mean.binaryproto"))
 
 
+@pytest.mark.subprocess
 def test_a_dataset_with_another_grey_mapping_is_refused_naming_both(world, tmp_path):
     _build_json(world["other"], str(tmp_path / "cases" / "mias" / "cases.csv"), grey="od")
     out = tmp_path / "ext.json"

@@ -86,6 +86,7 @@ class _FullDiskEnv:
 
 # ----------------------------------------------------------------------------- disk full
 
+@pytest.mark.subprocess
 def test_disk_full_during_lmdb_build_is_one_line_and_leaves_nothing(dataset, tmp_path,
                                                                     monkeypatch, capsys):
     _, crops_dir, splits = dataset
@@ -116,6 +117,7 @@ def test_disk_full_during_lmdb_build_is_one_line_and_leaves_nothing(dataset, tmp
     assert "disk full:" in capsys.readouterr().out
 
 
+@pytest.mark.subprocess
 def test_disk_full_during_crops_leaves_no_partial_folder(dataset, tmp_path, monkeypatch,
                                                          capsys):
     cases, _, _ = dataset
@@ -140,6 +142,7 @@ def test_disk_full_during_crops_leaves_no_partial_folder(dataset, tmp_path, monk
     assert "crops disk full:" in capsys.readouterr().out
 
 
+@pytest.mark.subprocess
 def test_disk_full_during_ingest_leaves_no_masks_and_no_table(tmp_path, monkeypatch, capsys):
     from deepmammo.sources import ingestion
     from deepmammo.sources.synth import make_archive as synth_archive
@@ -169,6 +172,7 @@ def test_disk_full_during_ingest_leaves_no_masks_and_no_table(tmp_path, monkeypa
 
 # ----------------------------------------------------------------------------- read-only, file
 
+@pytest.mark.subprocess
 def test_read_only_output_folder(dataset, tmp_path, capsys):
     _, crops_dir, splits = dataset
     with small_filesystem(tmp_path / "ro", options="ro") as mounted:
@@ -184,6 +188,7 @@ def test_read_only_output_folder(dataset, tmp_path, capsys):
         assert os.listdir(folder) == []
 
 
+@pytest.mark.subprocess
 def test_lmdb_out_naming_a_file_keeps_the_file(dataset, tmp_path):
     _, crops_dir, splits = dataset
     out = tmp_path / "db"
@@ -195,6 +200,7 @@ def test_lmdb_out_naming_a_file_keeps_the_file(dataset, tmp_path):
 
 # ----------------------------------------------------------------------------- kills
 
+@pytest.mark.subprocess
 def test_kill_during_lmdb_build_keeps_the_previous_build_and_the_next_run_cleans_up(
         dataset, tmp_path):
     _, crops_dir, splits = dataset
@@ -239,6 +245,7 @@ def interrupt_when_locked(lock, command, *args):
     assert err.strip().splitlines()[-1] == f"deepmammo {command}: interrupted"
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_during_lmdb_build_is_one_line_and_leaves_the_previous_build(dataset, tmp_path,
                                                                             workers):
@@ -265,6 +272,7 @@ def test_a_worker_killed_mid_build_is_an_error_not_a_hang():
         list(run_tasks(_die_on_three, range(8), workers=2))
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_during_crops_is_one_line_and_the_next_run_completes(dataset, tmp_path):
     cases, _, _ = dataset
     out = tmp_path / "crops"
@@ -291,6 +299,7 @@ get_solver(sys.argv[1]).solve()
 """
 
 
+@pytest.mark.subprocess
 def test_kill_during_a_snapshot_write_leaves_the_previous_snapshot(tmp_path):
     root = str(tmp_path)
     net = make_data(root)
@@ -314,6 +323,7 @@ def test_kill_during_a_snapshot_write_leaves_the_previous_snapshot(tmp_path):
 
 # ----------------------------------------------------------------------------- two builds
 
+@pytest.mark.subprocess
 def test_a_second_build_of_one_output_names_the_first_and_stale_work_is_kept_or_removed(
         dataset, tmp_path):
     _, crops_dir, splits = dataset
@@ -338,6 +348,7 @@ def test_a_second_build_of_one_output_names_the_first_and_stale_work_is_kept_or_
     assert leftovers(tmp_path) == [] and (out / "build.json").is_file()
 
 
+@pytest.mark.subprocess
 def test_two_real_builds_of_one_output_the_second_names_the_first(dataset, tmp_path):
     _, crops_dir, splits = dataset
     out = tmp_path / "db"
@@ -394,6 +405,7 @@ print(time.time(), flush=True)   # the script's last statement: what follows is 
 """
 
 
+@pytest.mark.subprocess
 def test_a_script_that_never_closes_its_net_exits_20_times_of_20(tmp_path):
     from deepmammo.caffe.formats.datum import array_to_datum
     from deepmammo.caffe.formats.lmdb_io import lmdb_key

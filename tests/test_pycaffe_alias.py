@@ -1,6 +1,9 @@
 """`deepmammo pycaffe`: pycaffe scripts run as they are, `import caffe` answered by
 deepmammo.caffe (deepmammo/caffe/alias.py, deepmammo/caffe/pycaffe_cli.py)."""
+import pytest
 from helpers import error_line, run_cli
+
+pytestmark = pytest.mark.subprocess
 
 CHECKS = '''
 import importlib

@@ -105,6 +105,7 @@ def test_the_newest_group_gives_every_seed_and_the_table_its_mean_and_sd(world, 
     assert "| levynet | s2 |" in md
 
 
+@pytest.mark.subprocess
 def test_claims_test_each_seed_against_the_other_model(world, tmp_path):
     out = tmp_path / "compare"
     proc = run_cli("compare", "--runs", os.path.join(world["root"], "runs"), "--pair",

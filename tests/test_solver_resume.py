@@ -5,6 +5,7 @@ import signal
 import sys
 
 import numpy as np
+import pytest
 from helpers import ROOT, run, run_cli
 from solver_scenario import make_data, write_solver
 
@@ -33,6 +34,7 @@ def _weights(path):
     return layer_blobs(read_caffemodel(path))
 
 
+@pytest.mark.subprocess
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
     root = str(tmp_path)
     net = make_data(root)

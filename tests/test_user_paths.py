@@ -16,6 +16,8 @@ from worlds import build_tiny_data, make_workspace
 from deepmammo.caffe.parse_log import read_csv
 from deepmammo.experiment import experiment_names, load_config, variant_name
 
+pytestmark = pytest.mark.subprocess
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
