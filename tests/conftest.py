@@ -60,6 +60,15 @@ def real_caffe():
         pytest.fail(str(exc))
 
 
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """(cases.csv, DATASETS folder) of worlds.build_tiny_data: a tiny synthetic archive taken
+    through synth, ingest, crops, split and lmdb by the CLI, once for the session. Tests read
+    it; one that would change it builds its own."""
+    from worlds import build_tiny_data
+    return build_tiny_data(str(tmp_path_factory.mktemp("tiny_data")))
+
+
 @pytest.fixture
 def rng():
     return np.random.RandomState(1234)

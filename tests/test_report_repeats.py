@@ -46,16 +46,16 @@ def evaluate_run(world, run):
     snaps = os.path.join(run, "*_iter_*.caffemodel")
     val = os.path.join(run, "eval", "val.json")
     evaluate(world["model"], snaps, os.path.join(world["data"], "val_lmdb"), val,
-             mean_path=world["mean"], engine="caffe", n_boot=0)
+             mean_path=world["mean"], engine="torch", n_boot=0)
     return evaluate(world["model"], snaps, os.path.join(world["data"], "test_lmdb"),
                     os.path.join(run, "eval", "test.json"), mean_path=world["mean"],
-                    engine="caffe", n_boot=0, val_results=val)
+                    engine="torch", n_boot=0, val_results=val)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, real_caffe):
+def world(tmp_path_factory):
     w = build_world(str(tmp_path_factory.mktemp("repeats_world")))
-    evaluate_world(w, engine="caffe", n_boot=0)  # the older single runs
+    evaluate_world(w, n_boot=0)  # the older single runs
     exp = os.path.join(w["root"], "runs", "levynet")
     # Another, older repeat group: never mixed into the newest one.
     evaluate_run(w, make_run(w, os.path.join(exp, "20261129-000000-seed1"), 1,

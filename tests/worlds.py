@@ -249,9 +249,11 @@ def build_world(root, seed=0):
             "crops": os.path.join(data, "crops.csv")}
 
 
-def evaluate_world(world, engine="caffe", n_boot=200, threshold="val"):
+def evaluate_world(world, engine="torch", n_boot=200, threshold="val"):
     """`deepmammo eval` of every snapshot of both runs on val, then on test (selection and
-    thresholds from val). Returns {experiment: (val results, test results)}."""
+    thresholds from val). Returns {experiment: (val results, test results)}. Our engine by
+    default: it runs in this process (real Caffe runs in a child per call), and that both
+    engines give eval the same numbers is test_evaluate_run's to check."""
     from deepmammo.evaluate.snapshots import evaluate
     out = {}
     for experiment, run in world["runs"].items():
