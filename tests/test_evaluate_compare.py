@@ -3,12 +3,11 @@ import csv
 import json
 import math
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, run_cli
+from helpers import ROOT, run, run_cli
 from scipy import stats
 
 from deepmammo.evaluate import compare as cmp
@@ -200,6 +199,9 @@ def test_compare_needs_no_torch(tmp_path):
             "compare_files(%r, %r, %r, n_boot=20); "
             "assert 'torch' not in sys.modules, 'torch imported'"
             % (a, b, str(tmp_path / "ab.json")))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT)
+    proc = run([sys.executable, "-c", code], ROOT, check=False)
     assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "ab.json") as f:
+        written = json.load(f)
+    assert written["format"] == "deepmammo-compare/1" and set(cmp.FIELDS) <= set(written)
+    assert written["n"] == len(_rows(seed=1))
