@@ -81,11 +81,12 @@ graphviz: ## Debian's graphviz (the `dot` binary that caffe.draw and `deepmammo 
 test: $(STAMP) caffe browser graphviz lint ## run the test suite (real Caffe and Chromium are set up first)
 	$(PY) -m pytest -q tests
 
-# The tests marked neither caffe, subprocess nor browser (tests/conftest.py), with the Caffe build
+# The tests marked neither caffe, subprocess nor browser (tests/conftest.py), the Caffe build
 # hidden so that one needing it without the mark fails here too: no Caffe build, no apt.
 .PHONY: test-fast
-test-fast: $(STAMP) ## the fast tier of the tests (no real Caffe, subprocess or browser): the edit-run loop
-	DEEPMAMMO_CAFFE=hidden-by-make-test-fast $(PY) -m pytest -q -m "not caffe and not subprocess and not browser" tests
+test-fast: $(STAMP) ## the tests that need no real Caffe, subprocess or browser: the edit-run loop
+	DEEPMAMMO_CAFFE=hidden-by-make-test-fast $(PY) -m pytest -q \
+	  -m "not caffe and not subprocess and not browser" tests
 
 bench: $(STAMP) caffe ## benchmarks: data, sources, engine, training and classify figures (both engines)
 	$(PY) -m deepmammo.sources.benchmark

@@ -10,8 +10,10 @@ that carry none of them, `make test` runs them all:
 - caffe: needs real Caffe (`make caffe`). Every test that uses `real_caffe` or `caffe_build`
   (itself or through its fixtures) is marked here. `make test-fast` hides the build, so a test
   that reaches it another way fails there instead of passing only where Caffe is built.
-- subprocess: starts the `deepmammo` command, make, a script or Caffe's tools in another
-  process (modules of such tests set `pytestmark`; mixed modules mark each test).
+- subprocess: starts another process itself: the `deepmammo` command, make, a script, Caffe's
+  tools, Graphviz's dot, workers of its own (modules of such tests set `pytestmark`; mixed
+  modules mark each test or parameter). The worker pools and the `git` calls of the code
+  under test do not count: they need nothing a fresh checkout lacks.
 - browser: needs headless Chromium (`make browser`).
 """
 import os

@@ -143,7 +143,7 @@ def test_test_weights_of_another_shape_name_the_caffemodel(project):
 
 
 @pytest.mark.subprocess
-def test_test_good_run_prints_as_before(project):
+def test_test_good_run_prints_its_outputs_and_caffes_log_only_when_asked(project):
     proc = dm(project, "test", "--engine", "caffe", "--model", "tiny.prototxt", "--weights",
               "tiny.caffemodel", "--iterations", "2", "--output", "out.json")
     assert proc.returncode == 0, proc.stderr
