@@ -81,6 +81,13 @@ graphviz: ## Debian's graphviz (the `dot` binary that caffe.draw and `deepmammo 
 test: $(STAMP) caffe browser graphviz lint ## run the test suite (real Caffe and Chromium are set up first)
 	$(PY) -m pytest -q tests
 
+# The tests marked neither caffe, subprocess nor browser (tests/conftest.py), the Caffe build
+# hidden so that one needing it without the mark fails here too: no Caffe build, no apt.
+.PHONY: test-fast
+test-fast: $(STAMP) ## the tests that need no real Caffe, subprocess or browser: the edit-run loop
+	DEEPMAMMO_CAFFE=hidden-by-make-test-fast $(PY) -m pytest -q \
+	  -m "not caffe and not subprocess and not browser" tests
+
 bench: $(STAMP) caffe ## benchmarks: data, sources, engine, training and classify figures (both engines)
 	$(PY) -m deepmammo.sources.benchmark
 	$(PY) scripts/bench_data.py
@@ -254,8 +261,7 @@ external: $(STAMP) ## score RUN on EXTERNAL (another archive's dataset) with RUN
 # Each experiment of `make paper` timed for a slice on a synthetic dataset of the paper's size
 # (written once under data/bench/), projected to the full run: img/s, GPU memory, minutes.
 # DEVICE=cuda for the GPU; PRECISION=fp32|tf32|bf16; BENCH_PAPER_ARGS="--iters 100" etc.
-# (BENCH_PAPER_ARGS=--baseline: a per-blob update and each iteration's loss read back, the
-# figures the fused update is compared with)
+# (BENCH_PAPER_ARGS=--baseline: the reference, a per-blob update and each loss read back at once)
 bench-paper: $(STAMP) ## time every paper experiment for a slice, project the full paper's minutes
 	$(PY) scripts/bench_paper.py --device $(DEVICE) --precision $(PRECISION) \
 	  --out reports/bench-paper-$(DEVICE)-$(PRECISION)$(if $(findstring --baseline,$(BENCH_PAPER_ARGS)),-baseline).json \

@@ -177,7 +177,7 @@ def time_training(p, folder, iters, warmup, baseline=False):
     param.ClearField("weights")      # from scratch: no ImageNet weights here
     solver = create_solver(param, source=net_path, log=TrainLog(echo=False))
     solver.progress = False
-    if baseline:           # as before issue 14: per-blob update, each loss read back at once
+    if baseline:           # the reference path: per-blob update, each loss read back at once
         solver.fused_update = solver.defer_losses = False
     device = solver.net.device
     try:
@@ -316,8 +316,8 @@ def parse_args(argv):
     ap.add_argument("--noaug-records", type=int, default=NOAUG_RECORDS)
     ap.add_argument("--eval-records", type=int, default=EVAL_RECORDS)
     ap.add_argument("--baseline", action="store_true",
-                    help="train as before the fused update and the deferred losses (per-blob "
-                         "update, each iteration's loss read back): the 'before' figures")
+                    help="train without the fused update and the deferred losses (per-blob "
+                         "update, each iteration's loss read back): the reference figures")
     ap.add_argument("--out", help="also write the figures as JSON here")
     args = ap.parse_args(argv)
     for key, value in SLICES[args.device].items():

@@ -18,9 +18,120 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 TOL = 2e-5
+
+
+# ----------------------------------------------------------------------------- the nets checked
+# The layer variants the CPU engine is cross-checked on against real Caffe in the tests, here
+# run on the device against the CPU engine.
+
+def input_layer(name, shape):
+    dims = " ".join(f"dim: {d}" for d in shape)
+    return (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
+            f'input_param {{ shape {{ {dims} }} }} }}\n')
+
+
+def layer_net(body, shape=(2, 3, 9, 9), force_backward=True, extra_inputs=""):
+    """A net of an Input `data` of `shape`, more inputs, then `body`."""
+    head = f'name: "t"\nforce_backward: {"true" if force_backward else "false"}\n'
+    return head + input_layer("data", shape) + extra_inputs + body
+
+
+def labels_input(shape):
+    return input_layer("label", shape)
+
+
+CONV = {
+    "basic": 'num_output: 4 kernel_size: 3 pad: 1',
+    "stride_rect": 'num_output: 3 kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0',
+    "group": 'num_output: 4 kernel_size: 3 group: 3 pad: 2 stride: 2',
+    "dilation": 'num_output: 2 kernel_size: 3 dilation: 2',
+    "no_bias": 'num_output: 2 kernel_size: 1 bias_term: false',
+    "two_values": 'num_output: 2 kernel_size: 3 kernel_size: 1 pad: 1 pad: 0 stride: 2 stride: 1',
+}
+
+
+POOL = {
+    # ceil rounding gives an extra, partial last window
+    "max_ceil": ("MAX", "kernel_size: 3 stride: 2", (2, 2, 8, 8)),
+    "ave_ceil": ("AVE", "kernel_size: 3 stride: 2", (2, 2, 8, 8)),
+    "ave_pad": ("AVE", "kernel_size: 3 stride: 2 pad: 1", (2, 2, 9, 9)),
+    "max_pad": ("MAX", "kernel_size: 3 stride: 2 pad: 1", (2, 2, 8, 8)),
+    # pad > kernel/2: PyTorch refuses it, Caffe allows it
+    "max_pad_gt_half": ("MAX", "kernel_size: 3 stride: 2 pad: 2", (2, 2, 9, 9)),
+    "ave_pad_gt_half": ("AVE", "kernel_size: 3 stride: 2 pad: 2", (2, 2, 9, 9)),
+    # pad > 0 and the last window would start beyond H + pad: dropped
+    "ave_drop_last": ("AVE", "kernel_size: 2 stride: 2 pad: 1", (1, 2, 6, 6)),
+    "max_rect": ("MAX", "kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0",
+                 (2, 2, 7, 6)),
+    "ave_rect": ("AVE", "kernel_h: 2 kernel_w: 3 stride_h: 1 stride_w: 2 pad_h: 0 pad_w: 1",
+                 (2, 2, 7, 6)),
+    "max_global": ("MAX", "global_pooling: true", (2, 3, 5, 4)),
+    "ave_global": ("AVE", "global_pooling: true", (2, 3, 5, 4)),
+    "max_floor": ("MAX", "kernel_size: 3 stride: 2 round_mode: FLOOR", (2, 2, 8, 8)),
+    "ave_floor_pad": ("AVE", "kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR", (2, 2, 8, 8)),
+    "ave_googlenet": ("AVE", "kernel_size: 7 stride: 1", (1, 2, 7, 7)),
+}
+
+
+LRN = {
+    "across_default": "",
+    "across_params": "local_size: 3 alpha: 0.5 beta: 0.6 k: 2",
+    "within": "norm_region: WITHIN_CHANNEL local_size: 3 alpha: 0.7 beta: 0.8",
+    "within_5": "norm_region: WITHIN_CHANNEL local_size: 5 alpha: 2.0",
+}
+
+
+INCEPTION = '''
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 8 kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "norm1" type: "LRN" bottom: "pool1" top: "norm1" lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 } }
+layer { name: "i/1x1" type: "Convolution" bottom: "norm1" top: "i/1x1" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "i/relu_1x1" type: "ReLU" bottom: "i/1x1" top: "i/1x1" }
+layer { name: "i/3x3_reduce" type: "Convolution" bottom: "norm1" top: "i/3x3_reduce" convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "i/relu_3x3_reduce" type: "ReLU" bottom: "i/3x3_reduce" top: "i/3x3_reduce" }
+layer { name: "i/3x3" type: "Convolution" bottom: "i/3x3_reduce" top: "i/3x3" convolution_param { num_output: 5 kernel_size: 3 pad: 1 } }
+layer { name: "i/relu_3x3" type: "ReLU" bottom: "i/3x3" top: "i/3x3" }
+layer { name: "i/5x5_reduce" type: "Convolution" bottom: "norm1" top: "i/5x5_reduce" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "i/relu_5x5_reduce" type: "ReLU" bottom: "i/5x5_reduce" top: "i/5x5_reduce" }
+layer { name: "i/5x5" type: "Convolution" bottom: "i/5x5_reduce" top: "i/5x5" convolution_param { num_output: 3 kernel_size: 5 pad: 2 } }
+layer { name: "i/relu_5x5" type: "ReLU" bottom: "i/5x5" top: "i/5x5" }
+layer { name: "i/pool" type: "Pooling" bottom: "norm1" top: "i/pool" pooling_param { pool: MAX kernel_size: 3 stride: 1 pad: 1 } }
+layer { name: "i/pool_proj" type: "Convolution" bottom: "i/pool" top: "i/pool_proj" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "i/relu_pool_proj" type: "ReLU" bottom: "i/pool_proj" top: "i/pool_proj" }
+layer { name: "i/output" type: "Concat" bottom: "i/1x1" bottom: "i/3x3" bottom: "i/5x5" bottom: "i/pool_proj" top: "i/output" }
+layer { name: "pool5" type: "Pooling" bottom: "i/output" top: "pool5" pooling_param { pool: AVE kernel_size: 4 stride: 1 } }
+layer { name: "drop" type: "Dropout" bottom: "pool5" top: "pool5" dropout_param { dropout_ratio: 0.4 } include { phase: TEST } }
+layer { name: "classifier" type: "InnerProduct" bottom: "pool5" top: "classifier" inner_product_param { num_output: 3 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "classifier" bottom: "label" top: "loss" }
+layer { name: "acc" type: "Accuracy" bottom: "classifier" bottom: "label" top: "acc" include { phase: TEST } }
+layer { name: "acc5" type: "Accuracy" bottom: "classifier" bottom: "label" top: "acc5" accuracy_param { top_k: 2 } include { phase: TEST } }
+'''
+
+
+SMALL = '''name: "small"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 6 dim: 6 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+        convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" std: 0.1 }
+                            bias_filler { type: "constant" value: 0.2 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "fc" type: "InnerProduct" bottom: "conv1" top: "fc"
+        inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+'''
+
+
+def data_net(source, transform, batch=2):
+    return f'''name: "d"
+layer {{ name: "data" type: "Data" top: "data" top: "label"
+        transform_param {{ {transform} }}
+        data_param {{ source: "{source}" batch_size: {batch} backend: LMDB }} }}
+layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param {{ num_output: 2 }} }}
+'''
 
 
 def rel(a, b):
@@ -94,7 +205,6 @@ def compare(name, text, phase, device, inputs=None):
 def coherence(device):
     """numpy writes reach the device; device (solver-style) writes reach numpy."""
     import torch
-    from test_engine_net import SMALL
 
     import deepmammo.caffe as caffe
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,8 +235,6 @@ def coherence(device):
 
 
 def data_layer(device):
-    from test_engine_net import _data_net
-
     from deepmammo.caffe.formats.datum import array_to_datum
     from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
     rs = np.random.RandomState(3)
@@ -136,7 +244,7 @@ def data_layer(device):
         with LMDBWriter(db) as w:
             for i in range(5):
                 w.put_datum(lmdb_key(i, str(i)), array_to_datum(images[i], label=i))
-        text = _data_net(db, "crop_size: 5 mean_value: 120 scale: 0.5")
+        text = data_net(db, "crop_size: 5 mean_value: 120 scale: 0.5")
         ref, dev = build_pair(text, 1, device)
         ok = True
         for _ in range(3):
@@ -197,32 +305,32 @@ def main():
     ap.add_argument("--no-bench", action="store_true")
     args = ap.parse_args()
     import torch
-    from test_engine_layers import CONV, INCEPTION, LRN, POOL, _labels_input, _net
     print("torch", torch.__version__, "device", args.device,
           torch.cuda.get_device_name(0) if torch.cuda.is_available() else "", flush=True)
     ok = True
     labels = {"label": np.array([0, 2, 1, 2], np.float32)}
-    inception = _net(INCEPTION, (4, 3, 17, 17), force_backward=True,
-                     extra_inputs=_labels_input((4,)))
+    inception = layer_net(INCEPTION, (4, 3, 17, 17), force_backward=True,
+                          extra_inputs=labels_input((4,)))
     ok &= compare("inception TRAIN", inception, 0, args.device, labels)
-    ok &= compare("inception TEST", _net(INCEPTION, (4, 3, 17, 17), force_backward=False,
-                                         extra_inputs=_labels_input((4,))), 1, args.device, labels)
+    ok &= compare("inception TEST", layer_net(INCEPTION, (4, 3, 17, 17), force_backward=False,
+                                              extra_inputs=labels_input((4,))), 1, args.device,
+                  labels)
     for v, spec in CONV.items():
         shape = (2, 6, 9, 9) if v == "group" else (2, 3, 9, 9)
         body = (f'layer {{ name: "c" type: "Convolution" bottom: "data" top: "c" '
                 f'convolution_param {{ {spec.replace("group: 3", "group: 2")} }} }}')
-        ok &= compare(f"conv {v}", _net(body, shape), 1, args.device)
+        ok &= compare(f"conv {v}", layer_net(body, shape), 1, args.device)
     for v, (method, spec, shape) in POOL.items():
         body = (f'layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" '
                 f'pooling_param {{ pool: {method} {spec} }} }}')
-        ok &= compare(f"pool {v}", _net(body, shape), 1, args.device)
+        ok &= compare(f"pool {v}", layer_net(body, shape), 1, args.device)
     for v, spec in LRN.items():
         body = f'layer {{ name: "n" type: "LRN" bottom: "data" top: "n" lrn_param {{ {spec} }} }}'
-        ok &= compare(f"lrn {v}", _net(body, (2, 7, 6, 5)), 1, args.device)
+        ok &= compare(f"lrn {v}", layer_net(body, (2, 7, 6, 5)), 1, args.device)
     bn = ('layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }\n'
           'layer { name: "sc" type: "Scale" bottom: "bn" top: "bn" '
           'scale_param { bias_term: true } }')
-    ok &= compare("batchnorm TRAIN", _net(bn, (3, 4, 5, 5)), 0, args.device)
+    ok &= compare("batchnorm TRAIN", layer_net(bn, (3, 4, 5, 5)), 0, args.device)
     ok &= coherence(args.device)
     ok &= data_layer(args.device)
     if not args.no_bench and args.device.startswith("cuda"):

@@ -27,6 +27,41 @@ EXAMPLE_SHAPES = {
 }
 
 
+# The net prototxts (not solvers) under models/ and examples/ of the Caffe source, relative to it:
+# what zoo_nets() finds there, written out so that collecting the tests needs no build.
+ZOO = (
+    "examples/cifar10/cifar10_full.prototxt",
+    "examples/cifar10/cifar10_full_sigmoid_train_test.prototxt",
+    "examples/cifar10/cifar10_full_sigmoid_train_test_bn.prototxt",
+    "examples/cifar10/cifar10_full_train_test.prototxt",
+    "examples/cifar10/cifar10_quick.prototxt",
+    "examples/cifar10/cifar10_quick_train_test.prototxt",
+    "examples/feature_extraction/imagenet_val.prototxt",
+    "examples/finetune_pascal_detection/pascal_finetune_trainval_test.prototxt",
+    "examples/hdf5_classification/nonlinear_auto_test.prototxt",
+    "examples/hdf5_classification/nonlinear_auto_train.prototxt",
+    "examples/hdf5_classification/nonlinear_train_val.prototxt",
+    "examples/hdf5_classification/train_val.prototxt",
+    "examples/mnist/lenet.prototxt",
+    "examples/mnist/lenet_train_test.prototxt",
+    "examples/mnist/mnist_autoencoder.prototxt",
+    "examples/net_surgery/bvlc_caffenet_full_conv.prototxt",
+    "examples/net_surgery/conv.prototxt",
+    "examples/pycaffe/linreg.prototxt",
+    "examples/siamese/mnist_siamese.prototxt",
+    "examples/siamese/mnist_siamese_train_test.prototxt",
+    "models/bvlc_alexnet/deploy.prototxt",
+    "models/bvlc_alexnet/train_val.prototxt",
+    "models/bvlc_googlenet/deploy.prototxt",
+    "models/bvlc_googlenet/train_val.prototxt",
+    "models/bvlc_reference_caffenet/deploy.prototxt",
+    "models/bvlc_reference_caffenet/train_val.prototxt",
+    "models/bvlc_reference_rcnn_ilsvrc13/deploy.prototxt",
+    "models/finetune_flickr_style/deploy.prototxt",
+    "models/finetune_flickr_style/train_val.prototxt",
+)
+
+
 def caffe_source():
     return os.path.join(find_build(), "src")
 

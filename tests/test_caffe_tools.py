@@ -4,27 +4,17 @@ extract_features, caffe::shuffle) and against hand-computed values where it cann
 (convert_imageset and compute_image_mean need OpenCV, which the build leaves out)."""
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 from google.protobuf import text_format
-from userpaths import ROOT, error_line, run
-from userpaths import env as shell_env
+from helpers import dm, error_line
 
 from deepmammo.caffe.formats.binaryproto import read_blob, read_mean
 from deepmammo.caffe.formats.lmdb_io import LMDBReader, LMDBWriter
 from deepmammo.caffe.proto import caffe_pb2 as pb
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "upgrade")
-
-
-def dm(*args, cwd, check=True):
-    """`deepmammo ARGS` in a subprocess, importing this checkout."""
-    env = shell_env()
-    env["PYTHONPATH"] = ROOT
-    return run([sys.executable, "-m", "deepmammo", *map(str, args)], cwd, env=env,
-               check=check, timeout=300)
 
 
 def records(db):
@@ -34,6 +24,7 @@ def records(db):
 
 # ---------------------------------------------------------------------------------- upgrade
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", ["v0_net.prototxt", "v1_net.prototxt", "v1_deploy.prototxt",
                                   "v0_dropped_fields.prototxt"])
 def test_upgrade_net_writes_what_caffes_tool_writes(real_caffe, tmp_path, name):
@@ -50,6 +41,7 @@ def test_upgrade_net_writes_what_caffes_tool_writes(real_caffe, tmp_path, name):
     assert ours == theirs
 
 
+@pytest.mark.subprocess
 def test_upgrade_net_binary_and_solver(real_caffe, tmp_path, rng):
     from deepmammo.caffe.real import caffe_tool
     old = text_format.Parse(open(os.path.join(FIXTURES, "v1_deploy.prototxt")).read(),
@@ -74,6 +66,7 @@ def test_upgrade_net_binary_and_solver(real_caffe, tmp_path, rng):
     assert ours == theirs and ours.type == "Nesterov"
 
 
+@pytest.mark.subprocess
 def test_upgrade_errors_are_one_line_and_write_nothing(tmp_path):
     source = os.path.join(FIXTURES, "v0_bad_padding.prototxt")
     proc = dm("upgrade-net", source, "out.prototxt", cwd=tmp_path, check=False)
@@ -106,6 +99,7 @@ def _images(folder):
             "ramp.png": ramp}
 
 
+@pytest.mark.subprocess
 def test_convert_imageset_keys_and_layout(tmp_path):
     expected = _images(tmp_path / "imgs")
     (tmp_path / "list.txt").write_text("a/colour.png 1\ngone.png 5\ngrey.png 0\n")
@@ -121,6 +115,7 @@ def test_convert_imageset_keys_and_layout(tmp_path):
         assert datum.data == chw.tobytes() and datum.label == label and not datum.encoded
 
 
+@pytest.mark.subprocess
 def test_convert_imageset_gray_resize_and_our_data_layer_reads_it(tmp_path):
     import deepmammo.caffe as caffe
     expected = _images(tmp_path / "imgs")
@@ -148,6 +143,7 @@ def test_convert_imageset_gray_resize_and_our_data_layer_reads_it(tmp_path):
     assert expected["ramp.png"].shape == (1, 2, 3)
 
 
+@pytest.mark.subprocess
 def test_convert_imageset_shuffle_is_caffes(real_caffe, tmp_path):
     """caffe::shuffle on Caffe's stream seeded as Caffe::set_random_seed(seed) would seed it,
     against real Caffe's own template compiled against the build's headers."""
@@ -187,6 +183,7 @@ def test_convert_imageset_shuffle_is_caffes(real_caffe, tmp_path):
     assert [k for k, _ in got] == [f"{i:08d}_{names[j]}" for i, j in enumerate(order)]
 
 
+@pytest.mark.subprocess
 def test_convert_imageset_encoded_and_compute_mean(tmp_path):
     _images(tmp_path / "imgs")
     (tmp_path / "list.txt").write_text("grey.png 0\na/colour.png 1\n")
@@ -217,6 +214,7 @@ def test_convert_imageset_encoded_and_compute_mean(tmp_path):
                           read_mean(tmp_path / "raw2.binaryproto"))
 
 
+@pytest.mark.subprocess
 def test_compute_mean_sums_in_float32_in_key_order(tmp_path):
     """float_data records whose float32 running sum rounds: the mean is Caffe's, not the
     exact one."""
@@ -236,6 +234,7 @@ def test_compute_mean_sums_in_float32_in_key_order(tmp_path):
     assert f"mean_value channel [0]: {float(expected[0]):.9g}" in proc.stdout
 
 
+@pytest.mark.subprocess
 def test_convert_imageset_refusals_are_one_line(tmp_path):
     _images(tmp_path / "imgs")
     (tmp_path / "list.txt").write_text("a/colour.png 1\nramp.png 0\n")
@@ -269,6 +268,7 @@ layer { name: "relu" type: "ReLU" bottom: "fc" top: "relu" }
 """
 
 
+@pytest.mark.subprocess
 def test_extract_features_matches_caffes_tool(real_caffe, tmp_path):
     from deepmammo.caffe.real import caffe_tool
     _images(tmp_path / "imgs")
@@ -309,6 +309,7 @@ def test_extract_features_matches_caffes_tool(real_caffe, tmp_path):
     assert not (tmp_path / "x_db").exists() and not (tmp_path / "y_db").exists()
 
 
+@pytest.mark.subprocess
 def test_device_query(tmp_path):
     import torch
     proc = dm("device-query", cwd=tmp_path)

@@ -3,7 +3,7 @@
 gives for the same weights and inputs (data layers replaced by Input, see caffe_zoo.py)."""
 import numpy as np
 import pytest
-from caffe_zoo import runnable, zoo_nets
+from caffe_zoo import ZOO, runnable, zoo_nets
 
 from deepmammo.caffe.crosscheck import crosscheck
 
@@ -25,13 +25,12 @@ PYTHON_LAYER_NETS = {"examples/pycaffe/linreg.prototxt"}
 NET_KWARGS = {"examples/mnist/mnist_autoencoder.prototxt": {"stages": ["test-on-test"]}}
 
 
-def test_the_zoo_is_caffes():
-    nets = zoo_nets()
-    assert len(nets) == 29, nets
-    assert "models/bvlc_googlenet/train_val.prototxt" in nets
+def test_the_zoo_is_caffes(caffe_build):
+    assert zoo_nets() == list(ZOO)
+    assert len(ZOO) == 29 and "models/bvlc_googlenet/train_val.prototxt" in ZOO
 
 
-@pytest.mark.parametrize("relpath", [n for n in zoo_nets() if n not in PYTHON_LAYER_NETS])
+@pytest.mark.parametrize("relpath", [n for n in ZOO if n not in PYTHON_LAYER_NETS])
 def test_zoo_net_matches_real_caffe(real_caffe, relpath):
     text = runnable(relpath)
     labels = {name: np.zeros(2, dtype=np.float32) for name in ("label", "sim")}

@@ -9,7 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
-from userpaths import ROOT, build_tiny_data, dm, error_line, make_workspace
+from helpers import ROOT, dm, error_line
+from worlds import make_workspace
 
 from deepmammo.caffe.formats.datum import datum_to_array
 from deepmammo.caffe.formats.lmdb_io import LMDBReader
@@ -17,12 +18,15 @@ from deepmammo.evaluate.predict import read_manifest, read_predictions
 from deepmammo.sources.cases import read_cases
 from deepmammo.sources.images import read_image, write_png
 
+pytestmark = pytest.mark.subprocess
+
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """{workspace, cases, dataset, run, records: {crop_id: record}, eval: {crop_id: p}}."""
+def world(tmp_path_factory, tiny_data):
+    """{workspace, data (the tiny archive's folder), cases, dataset, run, records: {crop_id:
+    record}, eval: {crop_id: p}}."""
     root = str(tmp_path_factory.mktemp("classify"))
-    cases, datasets = build_tiny_data(os.path.join(root, "data"))
+    cases, datasets = tiny_data
     ws = make_workspace(os.path.join(root, "ws"))
     dataset = os.path.join(datasets, "proportional2-none")
     dm("experiment", "configs/tiny.yaml", f"dataset={dataset}", "max_iter=40", "--evaluate",
@@ -39,7 +43,8 @@ def world(tmp_path_factory):
     chosen = test["selected"]["snapshot"]
     entry = next(e for e in test["snapshots"] if os.path.basename(e["snapshot"]) == chosen)
     preds = read_predictions(os.path.join(run, "eval", entry["predictions"]))
-    return {"ws": ws, "root": root, "cases": cases, "dataset": dataset, "run": run,
+    return {"ws": ws, "root": root, "data": os.path.dirname(os.path.dirname(cases)),
+            "cases": cases, "dataset": dataset, "run": run,
             "records": records, "eval": {r["crop_id"]: r["prob_malignant"] for r in preds},
             "snapshot": chosen, "rows": {r["case_id"]: r for r in read_cases(cases)}}
 
@@ -360,9 +365,9 @@ def test_a_damaged_dicom_in_a_manifest_names_the_image_and_the_case(tmp_path):
 def test_the_readmes_using_a_trained_run_block_runs_as_written(world, tmp_path):
     """The README's block, run by bash in a checkout where `make demo` has run (the tiny
     world's run, archive, cases and crops stand at the demo's paths)."""
-    from userpaths import env, run
+    from helpers import env, run
     ws = world["ws"]
-    data = os.path.join(world["root"], "data")
+    data = world["data"]
     links = {"runs/demo-levynet/latest": world["run"],
              "data/synth/ddsm-60-s0": os.path.join(data, "synth"),
              "data/cases/synth-ddsm-60-s0": os.path.join(data, "cases"),

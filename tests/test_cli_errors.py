@@ -6,26 +6,17 @@ import glob
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from userpaths import error_line
+from helpers import ROOT, error_line, run_cli
 
 from deepmammo.caffe.formats.datum import array_to_datum
 from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.caffe.proto import caffe_pb2 as pb
 from deepmammo.sources import cases as cases_mod
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_cli(*args, cwd=None, timeout=300):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "deepmammo", *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-    return proc.returncode, proc.stdout, proc.stderr
+pytestmark = pytest.mark.subprocess
 
 
 def skipped_rows(cases_csv):
@@ -38,9 +29,9 @@ def skipped_rows(cases_csv):
 @pytest.fixture(scope="module")
 def ddsm(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddsm")
-    rc, _, err = run_cli("synth", "ddsm", "--out", root / "arch", "--patients", 3,
-                         "--size", "120x80", "--no-quirks")
-    assert rc == 0, err
+    proc = run_cli("synth", "ddsm", "--out", root / "arch", "--patients", 3,
+                   "--size", "120x80", "--no-quirks")
+    assert proc.returncode == 0, proc.stderr
     return root / "arch"
 
 
@@ -54,8 +45,8 @@ def copy_archive(ddsm, tmp_path):
 def cases(tmp_path_factory, ddsm):
     root = tmp_path_factory.mktemp("cases")
     out = root / "cases.csv"
-    rc, _, err = run_cli("ingest", "ddsm", ddsm, "--out", out)
-    assert rc == 0, err
+    proc = run_cli("ingest", "ddsm", ddsm, "--out", out)
+    assert proc.returncode == 0, proc.stderr
     return out
 
 
@@ -65,8 +56,8 @@ def test_a_cases_row_shorter_than_its_header_names_the_file_and_line(cases, tmp_
     lines = cases.read_text().splitlines()
     short = tmp_path / "short.csv"
     short.write_text("\n".join([lines[0], lines[1], ",".join(lines[2].split(",")[:5])]) + "\n")
-    rc, _, err = run_cli("crops", short, "--out", tmp_path / "crops")
-    line = error_line("crops", rc, err, short, "line 3", "ends before column")
+    proc = run_cli("crops", short, "--out", tmp_path / "crops")
+    line = error_line("crops", proc.returncode, proc.stderr, short, "line 3", "ends before column")
     assert not os.path.exists(tmp_path / "crops") and not os.path.exists(
         str(tmp_path / "crops") + ".partial"), line
 
@@ -76,13 +67,13 @@ def test_non_utf8_cases_table_names_file_line_and_byte(cases, tmp_path):
     data[2] = data[2].replace(b"MASS", b"MASS\xe9", 1)
     bad = tmp_path / "latin.csv"
     bad.write_bytes(b"".join(data))
-    rc, _, err = run_cli("crops", bad, "--out", tmp_path / "crops")
-    error_line("crops", rc, err, f"{bad}:3", "0xe9", "not UTF-8")
+    proc = run_cli("crops", bad, "--out", tmp_path / "crops")
+    error_line("crops", proc.returncode, proc.stderr, f"{bad}:3", "0xe9", "not UTF-8")
 
 
 def test_a_folder_given_as_the_cases_table(tmp_path):
-    rc, _, err = run_cli("crops", tmp_path, "--out", tmp_path / "crops")
-    error_line("crops", rc, err, tmp_path, "folder")
+    proc = run_cli("crops", tmp_path, "--out", tmp_path / "crops")
+    error_line("crops", proc.returncode, proc.stderr, tmp_path, "folder")
 
 
 # ----------------------------------------------------------------------------- DDSM ingest
@@ -95,13 +86,13 @@ def test_a_huge_chain_code_start_is_reported_and_the_ingest_goes_on(ddsm, tmp_pa
     text = re.sub(r"BOUNDARY\s+\d+", "BOUNDARY\n\t99999999999999999999999", text, count=1)
     open(bad, "w", encoding="latin-1").write(text)
     out = tmp_path / "cases.csv"
-    rc, stdout, err = run_cli("ingest", "ddsm", arch, "--out", out)
-    assert rc == 0 and "Traceback" not in err, err
+    proc = run_cli("ingest", "ddsm", arch, "--out", out)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     rows = [r for r in skipped_rows(out) if r["file"] == bad]
     assert rows and "start point" in rows[0]["reason"], skipped_rows(out)
     assert len(cases_mod.read_cases(out)) >= 1    # the other cases are there
-    rc, _, err = run_cli("ingest", "ddsm", arch, "--out", tmp_path / "strict.csv", "--strict")
-    error_line("ingest", rc, err, bad, "start point")
+    proc = run_cli("ingest", "ddsm", arch, "--out", tmp_path / "strict.csv", "--strict")
+    error_line("ingest", proc.returncode, proc.stderr, bad, "start point")
 
 
 def test_a_case_without_ics_or_with_a_folder_for_one_is_reported(ddsm, tmp_path):
@@ -111,8 +102,8 @@ def test_a_case_without_ics_or_with_a_folder_for_one_is_reported(ddsm, tmp_path)
     os.unlink(ics[1])
     os.mkdir(ics[1])                                   # a folder where the .ics should be
     out = tmp_path / "cases.csv"
-    rc, _, err = run_cli("ingest", "ddsm", arch, "--out", out)
-    assert rc == 0 and "Traceback" not in err, err
+    proc = run_cli("ingest", "ddsm", arch, "--out", out)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     report = skipped_rows(out)
     missing = [r for r in report if r["problem"] == "missing .ics"]
     assert missing and all(os.path.dirname(r["file"]) == os.path.dirname(ics[0])
@@ -129,8 +120,8 @@ def test_an_ljpeg_scan_cut_short_is_reported_with_its_row(ddsm, tmp_path):
     for path in ljpeg:
         data = open(path, "rb").read()
         open(path, "wb").write(data[:len(data) // 2] + b"\xff\xd9")
-    rc, _, err = run_cli("ingest", "ddsm", arch, "--out", out, "--decode-check")
-    assert "Traceback" not in err, err
+    proc = run_cli("ingest", "ddsm", arch, "--out", out, "--decode-check")
+    assert "Traceback" not in proc.stderr, proc.stderr
     reasons = [r["reason"] for r in skipped_rows(out) if r["problem"] == "bad or missing .LJPEG"]
     assert reasons and all(re.search(r"stream row \d+ of \d+|exceed", r) for r in reasons), reasons
 
@@ -170,8 +161,8 @@ def test_a_dicom_without_transfer_syntax_is_reported_and_the_manifest_goes_on(tm
                                           b"P3,good.dcm,m.png,BENIGN\xe9",
                                           b"P4,cut.dcm,m.png,BENIGN"])
     out = tmp_path / "cases.csv"
-    rc, _, err = run_cli("ingest", "manifest", manifest, "--out", out)
-    assert rc == 0 and "Traceback" not in err, err
+    proc = run_cli("ingest", "manifest", manifest, "--out", out)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     report = skipped_rows(out)
     assert any("nots.dcm" in r["file"] and "transfer syntax" in r["reason"] for r in report), report
     assert any(r["file"] == f"{manifest}:4" and "UTF-8" in r["reason"] for r in report), report
@@ -183,8 +174,8 @@ def test_a_dicom_without_transfer_syntax_is_reported_and_the_manifest_goes_on(tm
 def test_a_manifest_header_that_is_not_utf8_names_the_file(tmp_path):
     path = tmp_path / "manifest.csv"
     path.write_bytes(b"patient_id,image,mask,patholog\xe9\nP1,a.png,b.png,BENIGN\n")
-    rc, _, err = run_cli("ingest", "manifest", path, "--out", tmp_path / "cases.csv")
-    error_line("ingest", rc, err, f"{path}:1", "0xe9")
+    proc = run_cli("ingest", "manifest", path, "--out", tmp_path / "cases.csv")
+    error_line("ingest", proc.returncode, proc.stderr, f"{path}:1", "0xe9")
     assert not os.path.exists(tmp_path / "cases_masks")
 
 
@@ -193,11 +184,11 @@ def test_a_manifest_header_that_is_not_utf8_names_the_file(tmp_path):
 def test_out_naming_an_existing_file_or_folder(cases, tmp_path, ddsm):
     a_file = tmp_path / "taken"
     a_file.write_text("mine\n")
-    rc, _, err = run_cli("crops", cases, "--out", a_file)
-    error_line("crops", rc, err, a_file, "not a folder")
+    proc = run_cli("crops", cases, "--out", a_file)
+    error_line("crops", proc.returncode, proc.stderr, a_file, "not a folder")
     assert a_file.read_text() == "mine\n" and not os.path.exists(f"{a_file}.partial")
-    rc, _, err = run_cli("ingest", "ddsm", ddsm, "--out", tmp_path)
-    error_line("ingest", rc, err, tmp_path, "is a folder")
+    proc = run_cli("ingest", "ddsm", ddsm, "--out", tmp_path)
+    error_line("ingest", proc.returncode, proc.stderr, tmp_path, "is a folder")
     assert not glob.glob(str(tmp_path / "*_masks")) and not glob.glob(str(tmp_path / ".*.tmp"))
 
 
@@ -214,26 +205,26 @@ layer {{ name: "conv" type: "Convolution" bottom: "data" top: "conv"
 def test_a_huge_kernel_size_is_refused_naming_the_field(tmp_path):
     model = tmp_path / "net.prototxt"
     model.write_text(NET.format(kernel=2147483648))
-    rc, _, err = run_cli("time", "--model", model, "--iterations", 1)
-    error_line("time", rc, err, model, "kernel_size", "2147483648")
+    proc = run_cli("time", "--model", model, "--iterations", 1)
+    error_line("time", proc.returncode, proc.stderr, model, "kernel_size", "2147483648")
 
 
 def test_a_net_too_large_for_memory_is_one_line(tmp_path):
     model = tmp_path / "net.prototxt"
     model.write_text(NET.format(kernel=200000))
-    rc, _, err = run_cli("time", "--model", model, "--iterations", 1)
-    error_line("time", rc, err, model, "memory")
+    proc = run_cli("time", "--model", model, "--iterations", 1)
+    error_line("time", proc.returncode, proc.stderr, model, "memory")
 
 
 def test_non_utf8_prototxt_and_solver_name_the_file(tmp_path):
     model = tmp_path / "net.prototxt"
     model.write_bytes(NET.format(kernel=3).encode().replace(b'"n"', b'"n\xe9"'))
-    rc, _, err = run_cli("time", "--model", model, "--iterations", 1)
-    error_line("time", rc, err, f"{model}:1", "0xe9")
+    proc = run_cli("time", "--model", model, "--iterations", 1)
+    error_line("time", proc.returncode, proc.stderr, f"{model}:1", "0xe9")
     solver = tmp_path / "solver.prototxt"
     solver.write_bytes(b'net: "net.prototxt"\nbase_lr: 0.01\n# caf\xe9\n')
-    rc, _, err = run_cli("train", "--solver", solver, cwd=tmp_path)
-    error_line("train", rc, err, f"{solver}:3", "0xe9")
+    proc = run_cli("train", "--solver", solver, cwd=tmp_path)
+    error_line("train", proc.returncode, proc.stderr, f"{solver}:3", "0xe9")
 
 
 def test_an_empty_datum_is_refused(tmp_path):
@@ -248,8 +239,8 @@ layer {{ name: "data" type: "Data" top: "data" top: "label"
 layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
   inner_product_param {{ num_output: 2 }} }}
 """)
-    rc, _, err = run_cli("time", "--model", model, "--iterations", 1)
-    error_line("time", rc, err, db, "no pixels")
+    proc = run_cli("time", "--model", model, "--iterations", 1)
+    error_line("time", proc.returncode, proc.stderr, db, "no pixels")
 
 
 # ----------------------------------------------------------------------------- configs
@@ -263,8 +254,8 @@ def test_a_bad_experiment_config_is_one_line(tmp_path, kind):
         config = tmp_path / "bad.yaml"
         config.write_bytes(b"dataset: true\n" if kind == "wrong type"
                            else b"model: googlenet\nnotes: caf\xe9\n")
-    rc, _, err = run_cli("experiment", config, "--dry-run", cwd=ROOT)
-    error_line("experiment", rc, err, config)
+    proc = run_cli("experiment", config, "--dry-run", cwd=ROOT)
+    error_line("experiment", proc.returncode, proc.stderr, config)
 
 
 # ----------------------------------------------------------------------------- -v
@@ -273,5 +264,6 @@ def test_verbose_shows_the_traceback_too(cases, tmp_path):
     lines = cases.read_text().splitlines()
     short = tmp_path / "short.csv"
     short.write_text("\n".join([lines[0], ",".join(lines[1].split(",")[:5])]) + "\n")
-    rc, _, err = run_cli("-v", "crops", short, "--out", tmp_path / "crops")
-    assert rc == 2 and "Traceback" in err and "line 2" in err.splitlines()[-1], err
+    proc = run_cli("-v", "crops", short, "--out", tmp_path / "crops")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr, proc.stderr
+    assert "line 2" in proc.stderr.splitlines()[-1], proc.stderr

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from userpaths import ROOT, env, error_line, run
+from helpers import ROOT, env, error_line, run_cli
 
 from deepmammo.caffe.formats.datum import array_to_datum
 from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
@@ -73,16 +73,13 @@ layer { name: "py" type: "Python" bottom: "data" top: "out"
 
 
 def user_env(**extra):
-    out = env()
-    out["PYTHONPATH"] = ROOT
+    out = env(PYTHONPATH=ROOT, **extra)
     out.pop("GLOG_minloglevel", None)
-    out.update(extra)
     return out
 
 
 def dm(folder, *args, **extra):
-    return run([sys.executable, "-m", "deepmammo", *map(str, args)], cwd=folder,
-               env=user_env(**extra), check=False, timeout=300)
+    return run_cli(*args, cwd=folder, env=user_env(**extra))
 
 
 @pytest.fixture
@@ -124,6 +121,7 @@ def last_line(err):
 
 # ------------------------------------------------------------------------- deepmammo test
 
+@pytest.mark.subprocess
 def test_test_check_failure_is_one_line_naming_the_net(project):
     proc = dm(project, "test", "--engine", "caffe", "--model", "big_kernel.prototxt",
               "--weights", "tiny.caffemodel", "--iterations", "1")
@@ -133,6 +131,7 @@ def test_test_check_failure_is_one_line_naming_the_net(project):
     no_stack(proc.stderr)
 
 
+@pytest.mark.subprocess
 def test_test_weights_of_another_shape_name_the_caffemodel(project):
     proc = dm(project, "test", "--engine", "caffe", "--model", "tiny.prototxt", "--weights",
               "wide.caffemodel", "--iterations", "1")
@@ -143,7 +142,8 @@ def test_test_weights_of_another_shape_name_the_caffemodel(project):
     no_stack(proc.stderr)
 
 
-def test_test_good_run_prints_as_before(project):
+@pytest.mark.subprocess
+def test_test_good_run_prints_its_outputs_and_caffes_log_only_when_asked(project):
     proc = dm(project, "test", "--engine", "caffe", "--model", "tiny.prototxt", "--weights",
               "tiny.caffemodel", "--iterations", "2", "--output", "out.json")
     assert proc.returncode == 0, proc.stderr
@@ -162,6 +162,7 @@ def test_test_good_run_prints_as_before(project):
     assert "net.cpp:" in proc.stderr and "Creating Layer fc" in proc.stderr
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_ends_test_and_its_child(project):
     # A session of its own: Ctrl-C at a terminal reaches the whole process group.
     proc = subprocess.Popen([sys.executable, "-m", "deepmammo", "test", "--engine", "caffe",
@@ -192,6 +193,7 @@ def eval_args(model, *snapshots, out="results.json"):
             "--lmdb", "val_lmdb", "--out", out, "--bootstrap", "0"]
 
 
+@pytest.mark.subprocess
 def test_eval_good_run_prints_its_table(project):
     proc = dm(project, *eval_args("deploy.prototxt", "run_iter_10.caffemodel"))
     assert proc.returncode == 0, proc.stderr
@@ -204,6 +206,7 @@ def test_eval_good_run_prints_its_table(project):
     assert results["engine"] == "caffe" and len(results["snapshots"]) == 1
 
 
+@pytest.mark.subprocess
 def test_eval_snapshot_of_another_net_is_one_line_naming_it(project):
     proc = dm(project, *eval_args("deploy.prototxt", "run_iter_10.caffemodel",
                                   "small_iter_10.caffemodel"))
@@ -215,6 +218,7 @@ def test_eval_snapshot_of_another_net_is_one_line_naming_it(project):
     assert not (project / "results.json").exists()
 
 
+@pytest.mark.subprocess
 def test_eval_check_failure_in_the_deploy_net_names_it(project):
     proc = dm(project, *eval_args("big_kernel.prototxt", "run_iter_10.caffemodel"))
     line = error_line("eval", proc.returncode, proc.stderr, "big_kernel.prototxt:",
@@ -225,6 +229,7 @@ def test_eval_check_failure_in_the_deploy_net_names_it(project):
 
 # ------------------------------------------------------------------ the library, in-process
 
+@pytest.mark.subprocess
 def test_with_engine_raises_naming_the_file_and_keeps_this_process(project):
     from deepmammo.caffe.real_child import CaffeStopped
     from deepmammo.evaluate.predict import with_engine
@@ -299,6 +304,7 @@ def test_failure_summary_of_a_pycaffe_child():
     assert signal_name(-6) == "SIGABRT" and signal_name(1) is None and signal_name(0) is None
 
 
+@pytest.mark.subprocess
 def test_a_missing_build_is_one_line_from_the_child(project):
     proc = dm(project, "test", "--engine", "caffe", "--model", "tiny.prototxt", "--weights",
               "tiny.caffemodel", "--iterations", "1", DEEPMAMMO_CAFFE=str(project / "none"))

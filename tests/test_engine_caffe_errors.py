@@ -4,10 +4,9 @@ layer, a Python layer that cannot be imported or raises) ends as one line naming
 solver (never the temporary copy handed to Caffe), exit status 2, as on the torch engine; and
 a Python layer whose module sits beside the net prototxt imports with no PYTHONPATH set."""
 import os
-import sys
 
 import pytest
-from userpaths import ROOT, error_line, run
+from helpers import ROOT, dm, env, error_line, run_cli
 
 NET = """name: "tiny"
 layer { name: "data" type: "DummyData" top: "data" top: "label"
@@ -51,10 +50,7 @@ snapshot_prefix: "out/tiny"
 def user_env():
     """A shell's environment with no PYTHONPATH of its own beyond this checkout (which the
     `deepmammo` command imports)."""
-    from userpaths import env
-    out = env()
-    out["PYTHONPATH"] = ROOT
-    return out
+    return env(PYTHONPATH=ROOT)
 
 
 @pytest.fixture
@@ -77,8 +73,8 @@ def write_case(project, name, module="double_layer", labels=2, extra="", param_s
 
 
 def train(project, solver):
-    return run([sys.executable, "-m", "deepmammo", "train", "--engine", "caffe", "--solver",
-                solver], cwd=project, env=user_env(), check=False, timeout=300)
+    return run_cli("train", "--engine", "caffe", "--solver", solver, cwd=project,
+                   env=user_env())
 
 
 def no_temporaries(project):
@@ -86,6 +82,7 @@ def no_temporaries(project):
     assert not leftovers, leftovers
 
 
+@pytest.mark.subprocess
 def test_python_layer_beside_the_net_imports_without_pythonpath(project):
     solver = write_case(project, "good")
     proc = train(project, solver)
@@ -94,12 +91,13 @@ def test_python_layer_beside_the_net_imports_without_pythonpath(project):
     assert (project / "out" / "tiny_iter_2.caffemodel").is_file()
     no_temporaries(project)
     # `deepmammo test --engine caffe` (pycaffe in this process) finds the module the same way
-    proc = run([sys.executable, "-m", "deepmammo", "test", "--engine", "caffe", "--model",
-                "nets/good.prototxt", "--weights", "out/tiny_iter_2.caffemodel",
-                "--iterations", "1"], cwd=project, env=user_env(), timeout=300)
+    proc = dm("test", "--engine", "caffe", "--model", "nets/good.prototxt", "--weights",
+              "out/tiny_iter_2.caffemodel", "--iterations", "1", cwd=project, env=user_env(),
+              timeout=300)
     assert "loss = " in proc.stdout
 
 
+@pytest.mark.subprocess
 def test_missing_python_module_is_one_line(project):
     solver = write_case(project, "nomodule", module="no_such_layer_module")
     proc = train(project, solver)
@@ -110,6 +108,7 @@ def test_missing_python_module_is_one_line(project):
     no_temporaries(project)
 
 
+@pytest.mark.subprocess
 def test_check_failure_inside_caffe_is_one_line(project):
     solver = write_case(project, "mismatch", labels=4)
     proc = train(project, solver)
@@ -120,6 +119,7 @@ def test_check_failure_inside_caffe_is_one_line(project):
     no_temporaries(project)
 
 
+@pytest.mark.subprocess
 def test_python_layer_raising_in_setup_is_one_line(project):
     solver = write_case(project, "raising", param_str="fail")
     proc = train(project, solver)
@@ -128,6 +128,7 @@ def test_python_layer_raising_in_setup_is_one_line(project):
     no_temporaries(project)
 
 
+@pytest.mark.subprocess
 def test_bad_field_in_the_net_names_the_net_file_and_line(project):
     solver = write_case(project, "bogus", extra="bogus_field: 1 ")
     proc = train(project, solver)
@@ -135,6 +136,7 @@ def test_bad_field_in_the_net_names_the_net_file_and_line(project):
                'no field named "bogus_field"')
 
 
+@pytest.mark.subprocess
 def test_missing_net_file_names_the_solver(project):
     (project / "lost_solver.prototxt").write_text(SOLVER.replace("NET", "lost.prototxt"))
     proc = train(project, "lost_solver.prototxt")
@@ -142,6 +144,7 @@ def test_missing_net_file_names_the_solver(project):
                "'nets/lost.prototxt' not found")
 
 
+@pytest.mark.subprocess
 def test_bad_solver_field_names_the_solver(project):
     (project / "bad_solver.prototxt").write_text(SOLVER.replace("NET", "x.prototxt")
                                                  + "momentum: fast\n")

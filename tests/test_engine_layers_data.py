@@ -207,6 +207,7 @@ layer {{ name: "out" type: "HDF5Output" bottom: "x" bottom: "y" hdf5_output_para
         np.testing.assert_array_equal(written["ours"][k][2], value)
 
 
+@pytest.mark.subprocess
 def test_real_caffe_refuses_a_second_hdf5_output(real_caffe, tmp_path):
     net = _write(tmp_path / "net.prototxt", f"""name: "out"
 layer {{ name: "x" type: "Input" top: "x" input_param {{ shape {{ dim: 2 dim: 2 }} }} }}

@@ -335,6 +335,7 @@ def test_backward_to_labels_is_refused(tmp_path, kind):
         net.backward()
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("kind", ["SoftmaxWithLoss", "SigmoidCrossEntropyLoss"])
 def test_real_caffe_aborts_on_label_backward(real_caffe, tmp_path, kind):
     # What the refusal above reproduces: real Caffe's Backward aborts the process.

@@ -546,6 +546,7 @@ def test_stochastic_spp_draws_each_level_at_any_phase():
     np.testing.assert_array_equal(net.blobs["spp"].data, expected)
 
 
+@pytest.mark.subprocess
 def test_real_cpu_caffe_has_no_stochastic_pooling(real_caffe, tmp_path):
     # BVLC's PoolingLayer::Forward_cpu: NOT_IMPLEMENTED for STOCHASTIC; the process aborts.
     path = tmp_path / "s.prototxt"

@@ -4,20 +4,17 @@ weights, gradients and the solver's history stay float32, and the train and eval
 record the precision they ran in."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 from solver_scenario import make_data, write_solver
 
 import deepmammo.caffe as caffe
 from deepmammo.caffe import mode
 from deepmammo.caffe.net import DeferredLoss, resolve_losses
 from deepmammo.caffe.solvers import get_solver
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NET = '''name: "tiny"
 layer { name: "data" type: "Input" top: "data" top: "label"
@@ -71,8 +68,8 @@ def test_deferred_loss_is_the_immediate_loss_to_the_bit(net_path):
         net.clear_param_diffs()
         loss = net.forward_backward_deferred()
         assert isinstance(loss, DeferredLoss)
-        # What the net computed before losses were deferred: loss_weight (a float32 field)
-            # times each loss top, summed in doubles.
+        # The immediate loss: loss_weight (a float32 field) times each loss top, summed in
+        # doubles.
         want = 0.0 + float(np.float32(0.7)) * float(net.blobs["loss"].data)
         want = want + 1.0 * float(net.blobs["loss2"].data)
         deferred.append((loss, want))
@@ -145,19 +142,14 @@ def test_bf16_solver_keeps_float32_master_weights_and_history(tmp_path):
 
 # ------------------------------------------------------------------ the commands
 
-def _cli(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "deepmammo", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
+@pytest.mark.subprocess
 def test_train_records_its_precision_and_refuses_tf32_on_cpu(tmp_path):
     net = make_data(str(tmp_path))
     body = ('type: "SGD" base_lr: 0.05 momentum: 0.9 lr_policy: "fixed" max_iter: 4 '
             "display: 2 snapshot: 0")
     solver = write_solver(str(tmp_path), "s", body, net)
     log = tmp_path / "tf32" / "train.log"
-    proc = _cli("train", "--solver", solver, "--precision", "tf32", "--log", str(log),
+    proc = run_cli("train", "--solver", solver, "--precision", "tf32", "--log", str(log),
                 cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("deepmammo train: error: "
@@ -166,7 +158,7 @@ def test_train_records_its_precision_and_refuses_tf32_on_cpu(tmp_path):
     for precision in ("bf16", None):
         log = tmp_path / (precision or "default") / "train.log"
         extra = ["--precision", precision] if precision else []
-        proc = _cli("train", "--solver", solver, "--log", str(log), *extra, cwd=tmp_path)
+        proc = run_cli("train", "--solver", solver, "--log", str(log), *extra, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         want = precision or "fp32"
         first = log.read_text().splitlines()[0]
@@ -177,22 +169,23 @@ def test_train_records_its_precision_and_refuses_tf32_on_cpu(tmp_path):
         assert (log.parent / "train_log.csv").read_text().startswith("iteration,")
 
 
+@pytest.mark.subprocess
 def test_eval_records_its_precision_and_refuses_tf32_on_cpu(tmp_path):
-    from test_report_world import build_world
+    from worlds import build_world
     world = build_world(str(tmp_path / "world"))
     run = world["runs"]["levynet"]
     base = ["eval", "--model", world["model"], "--snapshots",
             os.path.join(run, "*_iter_100.caffemodel"), "--lmdb",
             os.path.join(world["data"], "val_lmdb"), "--mean", world["mean"],
             "--bootstrap", "0"]
-    proc = _cli(*base, "--out", str(tmp_path / "tf32.json"), "--precision", "tf32",
+    proc = run_cli(*base, "--out", str(tmp_path / "tf32.json"), "--precision", "tf32",
                 cwd=tmp_path)
     assert proc.returncode == 2 and "precision tf32 needs a CUDA GPU" in proc.stderr
     assert not (tmp_path / "tf32.json").exists()
     results = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / f"{precision}.json"
-        proc = _cli(*base, "--out", str(out), "--precision", precision, cwd=tmp_path)
+        proc = run_cli(*base, "--out", str(out), "--precision", precision, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         results[precision] = json.loads(out.read_text())
         assert results[precision]["precision"] == precision

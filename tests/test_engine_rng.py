@@ -7,11 +7,10 @@ from-scratch LevyNet-like run with a test net. Bit-equal wherever no float arith
 layer is involved.
 """
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import load_script, run_cli
 from solver_scenario import make_data, write_solver
 
 import deepmammo.caffe as ours
@@ -52,12 +51,7 @@ def test_each_thread_has_its_own_stream():
 
 
 def test_ziggurat_tables_are_recomputed_exactly():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "make_ziggurat_tables", os.path.join(os.path.dirname(__file__), os.pardir, "scripts",
-                                             "make_ziggurat_tables.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("make_ziggurat_tables")
     from deepmammo.caffe import ziggurat_tables as z
     computed = module.tables()
     assert tuple(computed["normal_x"]) == z.NORMAL_X
@@ -325,20 +319,17 @@ def test_from_scratch_run_follows_caffe(real_caffe, tmp_path):
 
 
 # ---------------------------------------------------------------- the command line
+@pytest.mark.subprocess
 def test_train_from_scratch_cli_matches_caffe_and_logs_the_stream(real_caffe, tmp_path):
     """`deepmammo train` without weights, in both engines, from the solver's random_seed:
     the same final weights, and the log says which stream the run drew from."""
     root = str(tmp_path)
     net = make_data(root)
     body = 'type: "SGD" base_lr: 0.1 momentum: 0.9 lr_policy: "fixed" max_iter: 6 display: 2'
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))] +
-        [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     for engine in ("torch", "caffe"):
         solver = write_solver(root, engine, body, net)     # random_seed: 3
-        done = subprocess.run([sys.executable, "-m", "deepmammo", "train", "--solver", solver,
-                               "--engine", engine, "--log", os.path.join(root, f"{engine}.log")],
-                              capture_output=True, text=True, env=env, timeout=300)
+        done = run_cli("train", "--solver", solver, "--engine", engine, "--log",
+                       os.path.join(root, f"{engine}.log"))
         assert done.returncode == 0, done.stderr
     with open(os.path.join(root, "torch.log")) as fh:
         assert "Random stream: caffe-mt19937 seed 3 " in fh.read()

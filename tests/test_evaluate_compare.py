@@ -3,17 +3,15 @@ import csv
 import json
 import math
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from helpers import ROOT, run, run_cli
 from scipy import stats
 
 from deepmammo.evaluate import compare as cmp
 from deepmammo.evaluate.metrics import roc_auc
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _direct_delong(labels, a, b):
@@ -105,12 +103,6 @@ def _write(rows, path):
     return str(path)
 
 
-def _cli(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "deepmammo", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT)
-
-
 def test_compare_fields_and_the_paired_bootstrap():
     a, b = _rows(seed=1), _rows(seed=2, shift=0.05)
     b = list(reversed(b))  # the join is by key, not by line
@@ -131,11 +123,12 @@ def test_compare_fields_and_the_paired_bootstrap():
     assert cmp.compare(a, b, n_boot=300, seed=3) == got  # deterministic for a seed
 
 
+@pytest.mark.subprocess
 def test_cli_compares_two_predictions_csvs_and_writes_json(tmp_path):
     a = _write(_rows(seed=1), tmp_path / "a.csv")
     b = _write(_rows(seed=2, shift=0.1), tmp_path / "b.csv")
     out = tmp_path / "cmp" / "ab.json"
-    proc = _cli("compare", a, b, "--out", str(out), "--bootstrap", "200")
+    proc = run_cli("compare", a, b, "--out", str(out), "--bootstrap", "200")
     assert proc.returncode == 0, proc.stderr
     with open(out) as f:
         written = json.load(f)
@@ -147,13 +140,14 @@ def test_cli_compares_two_predictions_csvs_and_writes_json(tmp_path):
     assert "delong_p" in proc.stdout and "%.4g" % direct["delong_p"] in proc.stdout
 
 
+@pytest.mark.subprocess
 def test_compare_refuses_mismatched_records_naming_them(tmp_path):
     a_rows = _rows(seed=1)
     b_rows = _rows(seed=2)[:-2]
     a = _write(a_rows, tmp_path / "a.csv")
     b = _write(b_rows, tmp_path / "b.csv")
     out = tmp_path / "ab.json"
-    proc = _cli("compare", a, b, "--out", str(out))
+    proc = run_cli("compare", a, b, "--out", str(out))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "not over the same records" in lines[0]
@@ -171,6 +165,7 @@ def test_records_of_another_dataset_join_by_crop_id():
     assert cmp.compare(a, b, n_boot=0)["joined_on"] == "crop_id"
 
 
+@pytest.mark.subprocess
 def test_results_json_gives_the_snapshot_chosen_on_validation(tmp_path):
     folder = tmp_path / "eval"
     os.makedirs(folder / "test_predictions")
@@ -191,10 +186,11 @@ def test_results_json_gives_the_snapshot_chosen_on_validation(tmp_path):
     results["selected"] = None
     with open(folder / "test.json", "w") as f:
         json.dump(results, f)
-    proc = _cli("compare", str(folder / "test.json"), other)
+    proc = run_cli("compare", str(folder / "test.json"), other)
     assert proc.returncode == 2 and "marks no snapshot chosen on validation" in proc.stderr
 
 
+@pytest.mark.subprocess
 def test_compare_needs_no_torch(tmp_path):
     a = _write(_rows(seed=1), tmp_path / "a.csv")
     b = _write(_rows(seed=2), tmp_path / "b.csv")
@@ -203,6 +199,9 @@ def test_compare_needs_no_torch(tmp_path):
             "compare_files(%r, %r, %r, n_boot=20); "
             "assert 'torch' not in sys.modules, 'torch imported'"
             % (a, b, str(tmp_path / "ab.json")))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT)
+    proc = run([sys.executable, "-c", code], ROOT, check=False)
     assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "ab.json") as f:
+        written = json.load(f)
+    assert written["format"] == "deepmammo-compare/1" and set(cmp.FIELDS) <= set(written)
+    assert written["n"] == len(_rows(seed=1))

@@ -3,19 +3,17 @@ grey mapping, refused when the grey mappings differ, and shown beside the intern
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from test_report_world import CROP, build_world, write_mean
+from helpers import ROOT, run_cli
+from worlds import CROP, build_world
 
+from deepmammo.caffe.formats.binaryproto import write_mean
 from deepmammo.evaluate import predict
 from deepmammo.evaluate.snapshots import evaluate
 from deepmammo.report.collect import collect_runs
 from deepmammo.report.external import external_table
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TRAIN_VAL = """name: "TinyMammo"
 layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TEST }
@@ -112,15 +110,14 @@ def test_another_mean_file_is_refused(world):
               mean_path=os.path.join(world["other"], "mean.binaryproto"))
 
 
+@pytest.mark.subprocess
 def test_a_dataset_with_another_grey_mapping_is_refused_naming_both(world, tmp_path):
     _build_json(world["other"], str(tmp_path / "cases" / "mias" / "cases.csv"), grey="od")
     out = tmp_path / "ext.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "deepmammo", "eval", "--model", world["model"],
-         "--snapshots", os.path.join(world["run"], "*_iter_*.caffemodel"),
-         "--lmdb", os.path.join(world["other"], "test_lmdb"), "--train-val",
-         world["train_val"], "--out", str(out), "--engine", "caffe"],
-        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    proc = run_cli("eval", "--model", world["model"],
+                   "--snapshots", os.path.join(world["run"], "*_iter_*.caffemodel"),
+                   "--lmdb", os.path.join(world["other"], "test_lmdb"), "--train-val",
+                   world["train_val"], "--out", out, "--engine", "caffe", cwd=ROOT)
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
     assert os.path.join(world["other"], "build.json") in line

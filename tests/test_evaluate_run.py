@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from test_report_world import build_world, evaluate_world
+from worlds import build_world, evaluate_world
 
 from deepmammo.cli import main
 from deepmammo.evaluate.metrics import binary_metrics
@@ -16,9 +16,9 @@ from deepmammo.evaluate.select import select_snapshot
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, real_caffe):
+def world(tmp_path_factory):
     w = build_world(str(tmp_path_factory.mktemp("eval_world")))
-    w["results"] = evaluate_world(w, engine="caffe", n_boot=100)
+    w["results"] = evaluate_world(w, n_boot=100)
     return w
 
 
@@ -82,7 +82,7 @@ def test_cli_eval_and_its_errors(world, tmp_path, capsys):
     args = ["eval", "--model", world["model"], "--snapshots",
             os.path.join(run, "*_iter_100.caffemodel"), "--lmdb",
             os.path.join(world["data"], "val_lmdb"), "--mean", world["mean"], "--out", out,
-            "--engine", "caffe", "--bootstrap", "20", "--tta", "mirror"]
+            "--engine", "torch", "--bootstrap", "20", "--tta", "mirror"]
     assert main(args) == 0
     assert "levynet_iter_100.caffemodel" in capsys.readouterr().out
     with open(out) as f:
@@ -114,7 +114,7 @@ def test_cli_eval_and_its_errors(world, tmp_path, capsys):
     assert "validation results of run" in capsys.readouterr().err
 
 
-def test_both_engines_give_the_same_numbers(world, tmp_path):
+def test_both_engines_give_the_same_numbers(world, tmp_path, real_caffe):
     """Our engine and real BVLC Caffe, same deploy net, weights and records."""
     from deepmammo.evaluate.snapshots import evaluate
     run = world["runs"]["googlenet-deeper"]
@@ -135,11 +135,11 @@ def test_both_engines_give_the_same_numbers(world, tmp_path):
         assert ours["ci"] == theirs["ci"]
 
 
-@pytest.mark.parametrize("engine", ["torch", "caffe"])
+@pytest.mark.parametrize("engine", ["torch", pytest.param("caffe", marks=pytest.mark.caffe)])
 def test_eval_equals_the_nets_own_test_phase(world, tmp_path, engine):
     """The accuracy Caffe's TEST phase reports (Data layer, transform_param, Accuracy layer)
     over the whole validation LMDB equals eval's accuracy for the same snapshot."""
-    from test_report_world import DEPLOY
+    from worlds import DEPLOY
 
     from deepmammo.engine import caffe_module
     caffe = caffe_module(engine)

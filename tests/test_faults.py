@@ -14,9 +14,9 @@ import time
 import lmdb
 import numpy as np
 import pytest
+from helpers import env, error_line, run_cli
 from solver_scenario import make_data, write_solver
-from test_prep_archive import make_archive
-from userpaths import error_line
+from worlds import make_archive
 
 from deepmammo import atomic
 from deepmammo.caffe.formats import lmdb_io
@@ -26,20 +26,6 @@ from deepmammo.caffe.formats.solverstate import read_solverstate
 from deepmammo.prep.build import build_lmdbs
 from deepmammo.prep.crops import build_crops, read_crops
 from deepmammo.prep.split import make_split, write_split
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.join(ROOT, "tests")
-
-
-def _env():
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, TESTS,
-                                                        os.environ.get("PYTHONPATH", "")]))
-
-
-def run_cli(*args, timeout=300):
-    proc = subprocess.run([sys.executable, "-m", "deepmammo", *map(str, args)], env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 def leftovers(folder):
@@ -100,6 +86,7 @@ class _FullDiskEnv:
 
 # ----------------------------------------------------------------------------- disk full
 
+@pytest.mark.subprocess
 def test_disk_full_during_lmdb_build_is_one_line_and_leaves_nothing(dataset, tmp_path,
                                                                     monkeypatch, capsys):
     _, crops_dir, splits = dataset
@@ -107,9 +94,10 @@ def test_disk_full_during_lmdb_build_is_one_line_and_leaves_nothing(dataset, tmp
         if mounted:
             print("disk full: a 2 MiB tmpfs")
             out = mounted / "db"
-            rc, _, err = run_cli("lmdb", crops_dir, "--splits", splits, "--out", out,
-                                 "--size", 96, "--workers", 1)
-            line = error_line("lmdb", rc, err, "No space left on device", "MiB")
+            proc = run_cli("lmdb", crops_dir, "--splits", splits, "--out", out,
+                           "--size", 96, "--workers", 1)
+            line = error_line("lmdb", proc.returncode, proc.stderr, "No space left on device",
+                              "MiB")
             assert os.listdir(mounted) == [], (line, os.listdir(mounted))
         else:
             print("disk full: mounting refused, a fake full-disk LMDB environment")
@@ -129,14 +117,15 @@ def test_disk_full_during_lmdb_build_is_one_line_and_leaves_nothing(dataset, tmp
     assert "disk full:" in capsys.readouterr().out
 
 
+@pytest.mark.subprocess
 def test_disk_full_during_crops_leaves_no_partial_folder(dataset, tmp_path, monkeypatch,
                                                          capsys):
     cases, _, _ = dataset
     with small_filesystem(tmp_path / "small", size="64k") as mounted:
         if mounted:
             print("crops disk full: a 64 KiB tmpfs")
-            rc, _, err = run_cli("crops", cases, "--out", mounted / "crops", "--workers", 1)
-            error_line("crops", rc, err, "No space left on device")
+            proc = run_cli("crops", cases, "--out", mounted / "crops", "--workers", 1)
+            error_line("crops", proc.returncode, proc.stderr, "No space left on device")
             assert os.listdir(mounted) == []
         else:
             print("crops disk full: mounting refused, a fake full-disk PNG writer")
@@ -153,6 +142,7 @@ def test_disk_full_during_crops_leaves_no_partial_folder(dataset, tmp_path, monk
     assert "crops disk full:" in capsys.readouterr().out
 
 
+@pytest.mark.subprocess
 def test_disk_full_during_ingest_leaves_no_masks_and_no_table(tmp_path, monkeypatch, capsys):
     from deepmammo.sources import ingestion
     from deepmammo.sources.synth import make_archive as synth_archive
@@ -161,8 +151,8 @@ def test_disk_full_during_ingest_leaves_no_masks_and_no_table(tmp_path, monkeypa
     with small_filesystem(tmp_path / "small", size="16k") as mounted:
         if mounted:
             print("ingest disk full: a 16 KiB tmpfs")
-            rc, _, err = run_cli("ingest", "ddsm", arch, "--out", mounted / "cases.csv")
-            error_line("ingest", rc, err, "No space left on device")
+            proc = run_cli("ingest", "ddsm", arch, "--out", mounted / "cases.csv")
+            error_line("ingest", proc.returncode, proc.stderr, "No space left on device")
             assert os.listdir(mounted) == []
         else:
             print("ingest disk full: mounting refused, a fake full-disk PNG writer")
@@ -182,6 +172,7 @@ def test_disk_full_during_ingest_leaves_no_masks_and_no_table(tmp_path, monkeypa
 
 # ----------------------------------------------------------------------------- read-only, file
 
+@pytest.mark.subprocess
 def test_read_only_output_folder(dataset, tmp_path, capsys):
     _, crops_dir, splits = dataset
     with small_filesystem(tmp_path / "ro", options="ro") as mounted:
@@ -190,34 +181,36 @@ def test_read_only_output_folder(dataset, tmp_path, capsys):
             folder = tmp_path / "ro"
             os.chmod(folder, 0o555)
         print("read-only:", "a read-only tmpfs" if mounted else "chmod 555")
-        rc, _, err = run_cli("lmdb", crops_dir, "--splits", splits, "--out", folder / "db",
-                             "--size", 32, "--workers", 1)
-        error_line("lmdb", rc, err, folder, "Read-only file system" if mounted
+        proc = run_cli("lmdb", crops_dir, "--splits", splits, "--out", folder / "db",
+                       "--size", 32, "--workers", 1)
+        error_line("lmdb", proc.returncode, proc.stderr, folder, "Read-only file system" if mounted
                    else "Permission denied")
         assert os.listdir(folder) == []
 
 
+@pytest.mark.subprocess
 def test_lmdb_out_naming_a_file_keeps_the_file(dataset, tmp_path):
     _, crops_dir, splits = dataset
     out = tmp_path / "db"
     out.write_text("not mine to delete\n")
-    rc, _, err = run_cli("lmdb", crops_dir, "--splits", splits, "--out", out, "--size", 32)
-    error_line("lmdb", rc, err, out, "not a folder")
+    proc = run_cli("lmdb", crops_dir, "--splits", splits, "--out", out, "--size", 32)
+    error_line("lmdb", proc.returncode, proc.stderr, out, "not a folder")
     assert out.read_text() == "not mine to delete\n" and leftovers(tmp_path) == []
 
 
 # ----------------------------------------------------------------------------- kills
 
+@pytest.mark.subprocess
 def test_kill_during_lmdb_build_keeps_the_previous_build_and_the_next_run_cleans_up(
         dataset, tmp_path):
     _, crops_dir, splits = dataset
     out = tmp_path / "db"
     assert run_cli("lmdb", crops_dir, "--splits", splits, "--out", out, "--size", 32,
-                   "--augment", "none", "--workers", 1)[0] == 0
+                   "--augment", "none", "--workers", 1).returncode == 0
     before = (out / "build.json").read_bytes()
     proc = subprocess.Popen([sys.executable, "-m", "deepmammo", "lmdb", crops_dir, "--splits",
                              splits, "--out", str(out), "--size", "96", "--workers", "1"],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not glob.glob(str(tmp_path / f".db.{proc.pid}.*.tmp")) and time.time() < deadline:
         assert proc.poll() is None, "the build ended before it could be killed"
@@ -227,9 +220,9 @@ def test_kill_during_lmdb_build_keeps_the_previous_build_and_the_next_run_cleans
     assert (out / "build.json").read_bytes() == before          # the previous build, whole
     assert glob.glob(str(tmp_path / f".db.{proc.pid}.*.tmp"))    # the killed run's leftovers
     assert os.path.exists(tmp_path / ".db.lock")                 # and its lock
-    rc, _, err = run_cli("lmdb", crops_dir, "--splits", splits, "--out", out, "--size", 32,
-                         "--workers", 1)
-    assert rc == 0, err
+    proc = run_cli("lmdb", crops_dir, "--splits", splits, "--out", out, "--size", 32,
+                   "--workers", 1)
+    assert proc.returncode == 0, proc.stderr
     assert leftovers(tmp_path) == []                             # both removed: pid is gone
 
 
@@ -238,7 +231,7 @@ def interrupt_when_locked(lock, command, *args):
     may finish within a second), and check it ends with the one `interrupted` line."""
     # A session of its own: Ctrl-C at a terminal reaches the whole process group (workers too).
     proc = subprocess.Popen([sys.executable, "-m", "deepmammo", command, *map(str, args)],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     deadline = time.time() + 120
     while not os.path.exists(lock) and time.time() < deadline:
@@ -252,13 +245,14 @@ def interrupt_when_locked(lock, command, *args):
     assert err.strip().splitlines()[-1] == f"deepmammo {command}: interrupted"
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_during_lmdb_build_is_one_line_and_leaves_the_previous_build(dataset, tmp_path,
                                                                             workers):
     _, crops_dir, splits = dataset
     out = tmp_path / "db"
     assert run_cli("lmdb", crops_dir, "--splits", splits, "--out", out, "--size", 32,
-                   "--augment", "none", "--workers", 1)[0] == 0
+                   "--augment", "none", "--workers", 1).returncode == 0
     before = (out / "build.json").read_bytes()
     interrupt_when_locked(tmp_path / ".db.lock", "lmdb", crops_dir, "--splits", splits,
                           "--out", out, "--size", 224, "--workers", workers)
@@ -278,14 +272,15 @@ def test_a_worker_killed_mid_build_is_an_error_not_a_hang():
         list(run_tasks(_die_on_three, range(8), workers=2))
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_during_crops_is_one_line_and_the_next_run_completes(dataset, tmp_path):
     cases, _, _ = dataset
     out = tmp_path / "crops"
     interrupt_when_locked(tmp_path / ".crops.lock", "crops", cases, "--out", out,
                           "--workers", 2)
     assert not out.exists() and not os.path.exists(tmp_path / ".crops.lock")
-    rc, _, err = run_cli("crops", cases, "--out", out, "--workers", 2)
-    assert rc == 0, err
+    proc = run_cli("crops", cases, "--out", out, "--workers", 2)
+    assert proc.returncode == 0, proc.stderr
     assert (out / "crops.csv").is_file() and leftovers(tmp_path) == []
 
 
@@ -304,12 +299,13 @@ get_solver(sys.argv[1]).solve()
 """
 
 
+@pytest.mark.subprocess
 def test_kill_during_a_snapshot_write_leaves_the_previous_snapshot(tmp_path):
     root = str(tmp_path)
     net = make_data(root)
     solver = write_solver(root, "s", 'type: "SGD" base_lr: 0.01 lr_policy: "fixed" '
                                      "max_iter: 6 snapshot: 2", net)
-    proc = subprocess.run([sys.executable, "-c", KILL_IN_SNAPSHOT, solver], env=_env(),
+    proc = subprocess.run([sys.executable, "-c", KILL_IN_SNAPSHOT, solver], env=env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert not os.path.exists(os.path.join(root, "s_iter_4.caffemodel"))
@@ -318,9 +314,8 @@ def test_kill_during_a_snapshot_write_leaves_the_previous_snapshot(tmp_path):
     # What the kill left is a temporary beside it, never a file under a snapshot's name.
     assert [os.path.basename(p) for p in glob.glob(os.path.join(root, ".s_iter_4*"))]
     # Resuming writes that snapshot again and takes the dead process's temporary away.
-    resumed = subprocess.run([sys.executable, "-m", "deepmammo", "train", "--solver", solver,
-                              "--snapshot", os.path.join(root, "s_iter_2.solverstate")],
-                             env=_env(), capture_output=True, text=True, timeout=120)
+    resumed = run_cli("train", "--solver", solver, "--snapshot",
+                      os.path.join(root, "s_iter_2.solverstate"), timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     read_caffemodel(os.path.join(root, "s_iter_4.caffemodel"))
     assert glob.glob(os.path.join(root, ".s_iter_*")) == []
@@ -328,6 +323,7 @@ def test_kill_during_a_snapshot_write_leaves_the_previous_snapshot(tmp_path):
 
 # ----------------------------------------------------------------------------- two builds
 
+@pytest.mark.subprocess
 def test_a_second_build_of_one_output_names_the_first_and_stale_work_is_kept_or_removed(
         dataset, tmp_path):
     _, crops_dir, splits = dataset
@@ -337,27 +333,28 @@ def test_a_second_build_of_one_output_names_the_first_and_stale_work_is_kept_or_
         (tmp_path / ".db.lock").write_text(f"{holder.pid}\n")
         living = tmp_path / f".db.{holder.pid}.abc.tmp"
         living.mkdir()
-        rc, _, err = run_cli("lmdb", crops_dir, "--splits", splits, "--out", out,
-                             "--size", 32, "--augment", "none")
-        error_line("lmdb", rc, err, out, f"process {holder.pid}")
+        proc = run_cli("lmdb", crops_dir, "--splits", splits, "--out", out,
+                       "--size", 32, "--augment", "none")
+        error_line("lmdb", proc.returncode, proc.stderr, out, f"process {holder.pid}")
         assert living.is_dir() and not out.exists()
     finally:
         holder.kill()
         holder.wait()
     dead = tmp_path / ".db.999999999.xyz.tmp"     # no such process
     dead.mkdir()
-    rc, _, err = run_cli("lmdb", crops_dir, "--splits", splits, "--out", out, "--size", 32,
-                         "--augment", "none", "--workers", 1)
-    assert rc == 0, err
+    proc = run_cli("lmdb", crops_dir, "--splits", splits, "--out", out, "--size", 32,
+                   "--augment", "none", "--workers", 1)
+    assert proc.returncode == 0, proc.stderr
     assert leftovers(tmp_path) == [] and (out / "build.json").is_file()
 
 
+@pytest.mark.subprocess
 def test_two_real_builds_of_one_output_the_second_names_the_first(dataset, tmp_path):
     _, crops_dir, splits = dataset
     out = tmp_path / "db"
     first = subprocess.Popen([sys.executable, "-m", "deepmammo", "lmdb", crops_dir, "--splits",
                               splits, "--out", str(out), "--size", "224", "--workers", "1"],
-                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True)
     deadline = time.time() + 120
     while not glob.glob(str(tmp_path / f".db.{first.pid}.*.tmp")) and time.time() < deadline:
@@ -408,6 +405,7 @@ print(time.time(), flush=True)   # the script's last statement: what follows is 
 """
 
 
+@pytest.mark.subprocess
 def test_a_script_that_never_closes_its_net_exits_20_times_of_20(tmp_path):
     from deepmammo.caffe.formats.datum import array_to_datum
     from deepmammo.caffe.formats.lmdb_io import lmdb_key
@@ -427,7 +425,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
     (tmp_path / "script.py").write_text(EXIT_SCRIPT)
     exited, exits = 0, []
     for _ in range(5):          # four at a time: 20 runs in the time of 5
-        procs = [subprocess.Popen([sys.executable, "script.py"], cwd=tmp_path, env=_env(),
+        procs = [subprocess.Popen([sys.executable, "script.py"], cwd=tmp_path, env=env(),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                  for _ in range(4)]
         for proc in procs:

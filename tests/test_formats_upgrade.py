@@ -49,6 +49,7 @@ def caffe_upgrade(real_caffe, tool, source, out):
     return proc.returncode, proc.stderr
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", NETS)
 def test_net_upgrade_matches_caffes_tool(real_caffe, tmp_path, name):
     out = tmp_path / "caffe.prototxt"
@@ -79,6 +80,7 @@ def test_v0_padding_layers_fold_into_the_layer_they_feed():
     assert [(p.lr_mult, p.decay_mult) for p in layers["conv1"].param] == [(1, 1), (2, 0)]
 
 
+@pytest.mark.subprocess
 def test_solver_type_upgrade_matches_caffes_tool(real_caffe, tmp_path):
     out = tmp_path / "solver.prototxt"
     rc, err = caffe_upgrade(real_caffe, "upgrade_solver_proto_text",
@@ -90,6 +92,7 @@ def test_solver_type_upgrade_matches_caffes_tool(real_caffe, tmp_path):
     assert ours.type == "Nesterov" and not ours.HasField("solver_type")
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name, tool, caffe_says, we_say", [
     ("mixed.prototxt", "upgrade_net_proto_text", "Refusing to upgrade inconsistent",
      "both `layer` entries"),
@@ -114,6 +117,7 @@ def test_what_caffe_refuses_is_an_error_naming_the_file(real_caffe, tmp_path, na
 UPGRADE_LOG = "deepmammo.caffe.formats.upgrade"
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name, layers", [
     ("v0_incompatible.prototxt", ["pool"]),
     ("v0_dropped_fields.prototxt", ["conv", "conv", "relu", "relu", "pool", "pool", "fc", "fc",
@@ -188,6 +192,7 @@ def _with_blobs(net, rng):
     return net
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", ["v0_deploy.prototxt", "v1_deploy.prototxt"])
 def test_binary_caffemodel_upgrade_matches_caffes_tool(real_caffe, tmp_path, rng, name):
     old = _with_blobs(parse(fixture(name), pb.NetParameter()), rng)

@@ -5,10 +5,13 @@ of the file is an error too. Hypothesis runs derandomized with a small budget he
 minute for all readers); `make fuzz` (scripts/fuzz_campaign.py) runs a long campaign."""
 import os
 
-import fuzz_targets as T
 import pytest
+from helpers import load_script
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+# The readers, their seeds and the mutations, shared with the long campaign.
+T = load_script("fuzz_targets")
 
 # Examples per reader in the test suite; DEEPMAMMO_FUZZ_EXAMPLES raises it for a longer run.
 EXAMPLES = int(os.environ.get("DEEPMAMMO_FUZZ_EXAMPLES", "200"))

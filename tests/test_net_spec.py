@@ -149,6 +149,7 @@ def test_coord_map_as_pycaffe(real_caffe, kw):
     assert str(ours.to_proto()) == str(real.to_proto())
 
 
+@pytest.mark.subprocess
 def test_caffenet_example_unchanged(real_caffe, tmp_path):
     """Caffe's examples/pycaffe/caffenet.py writes the same train/test prototxt files."""
     from deepmammo.caffe.real import find_build

@@ -93,8 +93,10 @@ def test_grey_mappings():
     assert od.apply(np.array([[30000]], np.uint16), 16, "HOWTEK-MGH").shape == (1, 1)
     with pytest.raises(ValueError, match="scanner"):
         od.apply(np.array([[1]], np.uint16), 12, "unknown")
-    for bad in ("gamma", "window:1", "full-range:3"):
-        with pytest.raises(ValueError):
+    for bad, says in (("gamma", "expected one of full-range, window, od"),
+                      ("window:1", "expected window:LOW-HIGH"),
+                      ("full-range:3", "full-range takes no parameters")):
+        with pytest.raises(ValueError, match=f"^grey mapping '{bad}': {says}"):
             GreyMapping.parse(bad)
 
 
@@ -117,5 +119,5 @@ def test_squash_resize_for_the_authors_convert_imageset():
     stripes[::2] = 255  # one-pixel rows: the enlarged axis must not be blurred by the other's
     (rec,) = A.realise(stripes, [s], 224)
     assert rec[:, 100].std() > 60
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^eval resize 'stretch': expected crop or squash$"):
         A.plan_eval(10, 10, 8, resize="stretch")

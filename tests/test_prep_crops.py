@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-from test_prep_archive import case_row, ellipse, make_archive, write_cases, write_mask, write_png16
+from worlds import case_row, ellipse, make_archive, write_cases, write_mask, write_png16
 
 from deepmammo.cli import main as cli_main
 from deepmammo.prep import crops as C
@@ -35,8 +35,11 @@ def test_clipping_at_the_border_is_recorded_per_side():
 
 
 def test_bad_padding_is_rejected():
-    for text in ("fixed", "fixed:-1", "proportional:0.5", "square:2"):
-        with pytest.raises(ValueError):
+    for text, says in (("fixed", "expected fixed:N or proportional:K"),
+                       ("fixed:-1", "a whole number of pixels >= 0"),
+                       ("proportional:0.5", "a factor >= 1"),
+                       ("square:2", "expected fixed:N or proportional:K")):
+        with pytest.raises(ValueError, match=f"^padding '?{text}.*{says}"):
             C.Padding.parse(text)
 
 

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from test_prep_archive import make_archive
+from worlds import make_archive
 
 from deepmammo.caffe.formats.binaryproto import read_mean
 from deepmammo.caffe.formats.datum import datum_to_array

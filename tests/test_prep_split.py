@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from test_prep_archive import make_archive
+from worlds import make_archive
 
 from deepmammo.cli import main as cli_main
 from deepmammo.prep import split as S

@@ -1,10 +1,9 @@
 """`deepmammo pycaffe`: pycaffe scripts run as they are, `import caffe` answered by
 deepmammo.caffe (deepmammo/caffe/alias.py, deepmammo/caffe/pycaffe_cli.py)."""
-import os
-import subprocess
-import sys
+import pytest
+from helpers import error_line, run_cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.subprocess
 
 CHECKS = '''
 import importlib
@@ -47,9 +46,7 @@ sys.exit(3)
 
 
 def _pycaffe(args, cwd):
-    return subprocess.run([sys.executable, "-m", "deepmammo", "pycaffe"] + args, cwd=cwd,
-                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
-                          text=True, timeout=300)
+    return run_cli("pycaffe", *args, cwd=cwd)
 
 
 def test_script_sees_deepmammo_as_caffe(tmp_path):
@@ -71,7 +68,6 @@ def test_script_errors_print_their_traceback(tmp_path):
 
 
 def test_missing_script_or_module_is_one_line(tmp_path):
-    from userpaths import error_line
     proc = _pycaffe(["absent.py"], tmp_path)
     error_line("pycaffe", proc.returncode, proc.stderr, "absent.py: no such script")
     proc = _pycaffe(["-m", "no_such_module_here"], tmp_path)

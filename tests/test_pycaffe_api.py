@@ -414,6 +414,7 @@ def test_solver_rank_follows_solver_rank(scenario):
 
 
 # ------------------------------------------------------------------ workers, module names
+@pytest.mark.subprocess
 def test_nccl_workers_train_as_one_with_iter_size_2(real_caffe, scenario):
     """pycaffe's multi-GPU recipe on two gloo CPU processes, with layer-wise reduce (the
     net's after_backward hook) and without (the solver callback): both end where one worker

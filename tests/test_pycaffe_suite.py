@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from deepmammo.caffe.real import CaffeNotBuilt, find_build
+pytestmark = pytest.mark.subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,11 +77,8 @@ with open(out, "w") as f:
 
 
 @pytest.fixture(scope="module")
-def caffe_tree(tmp_path_factory):
-    try:
-        build = find_build()
-    except CaffeNotBuilt as exc:
-        pytest.fail(str(exc))
+def caffe_tree(tmp_path_factory, caffe_build):
+    build = caffe_build
     src = os.path.join(build, "src")
     tree = tmp_path_factory.mktemp("caffe_tree")
     shutil.copytree(os.path.join(src, "python", "caffe", "test"),

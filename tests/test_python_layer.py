@@ -18,7 +18,6 @@ import pytest
 
 import deepmammo.caffe as caffe
 from deepmammo.caffe.netstate import NetError
-from deepmammo.caffe.real import CaffeNotBuilt, find_build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -169,11 +168,8 @@ np.savez(sys.argv[1], **out)
 
 
 @pytest.fixture(scope="module")
-def build():
-    try:
-        return find_build()
-    except CaffeNotBuilt as exc:
-        pytest.fail(str(exc))
+def build(caffe_build):
+    return caffe_build
 
 
 def _workdir(path, build):
@@ -195,6 +191,7 @@ def _run(cmd, cwd, env):
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
+@pytest.mark.subprocess
 def test_python_layers_match_caffe(tmp_path, build):
     real_dir = _workdir(tmp_path / "real", build)
     ours_dir = _workdir(tmp_path / "ours", build)
@@ -315,6 +312,7 @@ def test_missing_class_and_failing_import_are_reported(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
+@pytest.mark.subprocess
 def test_pycaffe_module_under_plain_deepmammo(tmp_path, build):
     """A layer module that says `import caffe` works in a plain `import deepmammo.caffe`
     process (the alias is installed for it); with real pycaffe imported first, the error says

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import pytest
-from test_report_world import build_world, evaluate_world
+from worlds import build_world, evaluate_world
 
 from deepmammo.cli import main
 
@@ -62,6 +62,8 @@ def test_report_folder_has_tables_figures_and_numbers(report):
         assert fact in html, fact
 
 
+@pytest.mark.subprocess
+@pytest.mark.browser
 def test_report_opens_in_chromium_and_shows_every_figure(report):
     dom = _dump_dom(report["index"])
     imgs = re.findall(r"<img [^>]*>", dom)
@@ -72,6 +74,8 @@ def test_report_opens_in_chromium_and_shows_every_figure(report):
     assert "The paper's pairwise claims, tested" in dom and "Reliability diagram" in dom
 
 
+@pytest.mark.subprocess
+@pytest.mark.browser
 def test_a_missing_figure_shows_as_broken(report, tmp_path):
     copy = str(tmp_path / "copy")
     shutil.copytree(report["out"], copy)

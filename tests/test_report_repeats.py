@@ -3,14 +3,14 @@ value, the learning figure draws every seed, and claims test each pair of seeds.
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
-from test_report_world import _weights, _write_logs, build_world, evaluate_world, write_caffemodel
+from helpers import ROOT, run_cli
+from worlds import build_world, evaluate_world, snapshot_weights, write_logs
 
+from deepmammo.caffe.formats.caffemodel import write_caffemodel
 from deepmammo.evaluate import predict
 from deepmammo.evaluate.compare import compare
 from deepmammo.evaluate.records import predictions_path
@@ -19,7 +19,6 @@ from deepmammo.evaluate.snapshots import evaluate
 from deepmammo.report.collect import collect_runs
 from deepmammo.report.tables import runs_table, write_table
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUP = "levynet/20261130-120000"
 
 
@@ -36,10 +35,10 @@ def make_run(world, folder, seed, group, data_seed=None, shift=0.0):
                    "repeat_group": group}, f)
     with open(os.path.join(folder, "solver.prototxt"), "w") as f:
         f.write('net: "train_val.prototxt"\nmax_iter: 100\nsnapshot_prefix: "levynet"\n')
-    _write_logs(folder, 100, csv_log=seed % 2 == 0)
+    write_logs(folder, 100, csv_log=seed % 2 == 0)
     for it, k, b in zip((25, 50, 75, 100), (0.002, 0.004, 0.006, 0.008),
                         (-1.5, -0.8, -0.3, 0.6)):
-        write_caffemodel(_weights(k * (1 + 0.3 * seed), b + shift, it + seed),
+        write_caffemodel(snapshot_weights(k * (1 + 0.3 * seed), b + shift, it + seed),
                          os.path.join(folder, "levynet_iter_%d.caffemodel" % it))
     return folder
 
@@ -48,16 +47,16 @@ def evaluate_run(world, run):
     snaps = os.path.join(run, "*_iter_*.caffemodel")
     val = os.path.join(run, "eval", "val.json")
     evaluate(world["model"], snaps, os.path.join(world["data"], "val_lmdb"), val,
-             mean_path=world["mean"], engine="caffe", n_boot=0)
+             mean_path=world["mean"], engine="torch", n_boot=0)
     return evaluate(world["model"], snaps, os.path.join(world["data"], "test_lmdb"),
                     os.path.join(run, "eval", "test.json"), mean_path=world["mean"],
-                    engine="caffe", n_boot=0, val_results=val)
+                    engine="torch", n_boot=0, val_results=val)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, real_caffe):
+def world(tmp_path_factory):
     w = build_world(str(tmp_path_factory.mktemp("repeats_world")))
-    evaluate_world(w, engine="caffe", n_boot=0)  # the older single runs
+    evaluate_world(w, n_boot=0)  # the older single runs
     exp = os.path.join(w["root"], "runs", "levynet")
     # Another, older repeat group: never mixed into the newest one.
     evaluate_run(w, make_run(w, os.path.join(exp, "20261129-000000-seed1"), 1,
@@ -109,13 +108,11 @@ def test_the_newest_group_gives_every_seed_and_the_table_its_mean_and_sd(world, 
     assert "| levynet | s2 |" in md
 
 
+@pytest.mark.subprocess
 def test_claims_test_each_seed_against_the_other_model(world, tmp_path):
     out = tmp_path / "compare"
-    proc = subprocess.run(
-        [sys.executable, "-m", "deepmammo", "compare", "--runs",
-         os.path.join(world["root"], "runs"), "--pair", "googlenet-deeper:levynet",
-         "--bootstrap", "50", "--out", str(out)],
-        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    proc = run_cli("compare", "--runs", os.path.join(world["root"], "runs"), "--pair",
+                   "googlenet-deeper:levynet", "--bootstrap", "50", "--out", out, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     with open(out / "claims.json") as f:
         claims = json.load(f)["claims"]

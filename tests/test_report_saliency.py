@@ -30,7 +30,7 @@ def _linear_model(tmp_path, rng, softmax):
     return str(model), weights, w
 
 
-@pytest.mark.parametrize("engine", ["torch", "caffe"])
+@pytest.mark.parametrize("engine", ["torch", pytest.param("caffe", marks=pytest.mark.caffe)])
 @pytest.mark.parametrize("softmax", [True, False])
 def test_linear_saliency_is_the_weights(tmp_path, rng, engine, softmax):
     caffe = caffe_module(engine)

@@ -3,7 +3,7 @@ import csv
 import os
 
 import pytest
-from test_report_world import build_world, evaluate_world
+from worlds import build_world, evaluate_world
 
 from deepmammo.report.collect import collect_runs
 from deepmammo.report.paper import TABLE2
@@ -11,9 +11,9 @@ from deepmammo.report.tables import table_rows, to_markdown, write_table
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, real_caffe):
+def world(tmp_path_factory):
     w = build_world(str(tmp_path_factory.mktemp("tables_world")))
-    w["results"] = evaluate_world(w, engine="caffe", n_boot=50)
+    w["results"] = evaluate_world(w, n_boot=50)
     return w
 
 

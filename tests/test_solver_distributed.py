@@ -4,6 +4,7 @@ name the workers."""
 import os
 
 import numpy as np
+import pytest
 from solver_scenario import make_data, make_initial_weights, params_of, write_solver
 
 from deepmammo.caffe import distributed
@@ -14,6 +15,7 @@ SCHEDULE = ('type: "SGD" base_lr: 0.1 momentum: 0.9 lr_policy: "step" gamma: 0.5
             "weight_decay: 0.01 clip_gradients: 2 max_iter: 6 display: 0")
 
 
+@pytest.mark.subprocess
 def test_two_gloo_workers_equal_one_worker_with_iter_size_2(real_caffe, tmp_path):
     root = str(tmp_path)
     net = make_data(root)
@@ -43,6 +45,7 @@ def test_two_gloo_workers_equal_one_worker_with_iter_size_2(real_caffe, tmp_path
     assert not np.allclose(got["ip1"][0], start["ip1"][0])
 
 
+@pytest.mark.subprocess
 def test_two_torchrun_nodes_train_as_one_and_say_so(tmp_path):
     """Two `torchrun --nnodes 2` launches on this host, as two nodes of a cluster would run
     them: both train, rank 0 logs every worker and snapshots."""

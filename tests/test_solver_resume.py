@@ -2,17 +2,17 @@
 that was never stopped; a requested stop (Ctrl-C) snapshots where it stopped."""
 import os
 import signal
-import subprocess
 import sys
 
 import numpy as np
+import pytest
+from helpers import ROOT, run, run_cli
 from solver_scenario import make_data, write_solver
 
 from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
 from deepmammo.caffe.solvers import get_solver
 from deepmammo.cli import main as cli_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BODY = ('type: "Adam" base_lr: 0.01 momentum: 0.9 lr_policy: "step" gamma: 0.5 stepsize: 4 '
         "weight_decay: 0.01 max_iter: 12 snapshot: 6 display: 3 test_iter: 1 "
         "test_interval: 6")
@@ -30,16 +30,11 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def _run(args, **kw):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable] + args, cwd=kw.pop("cwd", ROOT), env=env,
-                          capture_output=True, text=True, timeout=120, **kw)
-
-
 def _weights(path):
     return layer_blobs(read_caffemodel(path))
 
 
+@pytest.mark.subprocess
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
     root = str(tmp_path)
     net = make_data(root)
@@ -47,12 +42,12 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     cut = write_solver(root, "cut", BODY, net)
 
     assert cli_main(["train", "--solver", full]) == 0
-    crashed = _run(["-c", CRASH, cut])
+    crashed = run([sys.executable, "-c", CRASH, cut], ROOT, check=False, timeout=120)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     assert os.path.isfile(os.path.join(root, "cut_iter_6.solverstate"))
     assert not os.path.exists(os.path.join(root, "cut_iter_12.caffemodel"))
-    resumed = _run(["-m", "deepmammo", "train", "--solver", cut,
-                    "--snapshot", os.path.join(root, "cut_iter_6.solverstate")])
+    resumed = run_cli("train", "--solver", cut, "--snapshot",
+                      os.path.join(root, "cut_iter_6.solverstate"), cwd=ROOT, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
 
     a = _weights(os.path.join(root, "full_iter_12.caffemodel"))

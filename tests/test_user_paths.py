@@ -10,16 +10,19 @@ import subprocess
 
 import pytest
 import yaml
-from userpaths import ROOT, build_tiny_data, dm, env, make_workspace, run
+from helpers import ROOT, dm, env, run
+from worlds import make_workspace
 
 from deepmammo.caffe.parse_log import read_csv
 from deepmammo.experiment import experiment_names, load_config, variant_name
 
+pytestmark = pytest.mark.subprocess
+
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tiny_data):
     """(cases.csv, DATASETS folder, the proportional2-none dataset) built by the CLI."""
-    cases, datasets = build_tiny_data(str(tmp_path_factory.mktemp("data")))
+    cases, datasets = tiny_data
     return cases, datasets, os.path.join(datasets, "proportional2-none")
 
 

@@ -83,16 +83,3 @@ def install():
                                f"{getattr(sys.modules[name], '__file__', '?')}: the caffe alias "
                                "must be installed before any other caffe is imported")
     sys.meta_path.insert(0, _FINDER)
-
-
-def uninstall():
-    """Remove the alias and forget the `caffe` names it answered."""
-    if _FINDER in sys.meta_path:
-        sys.meta_path.remove(_FINDER)
-    for name in _aliased_names():
-        if sys.modules[name] is sys.modules.get(target_name(name)):
-            del sys.modules[name]
-
-
-def installed():
-    return _FINDER in sys.meta_path

@@ -132,13 +132,6 @@ class CaffeRNG:
             done += len(keep)
         return out
 
-    def uniform01(self):
-        """One boost::uniform_01<float> value (used by the ziggurats' wedge tests)."""
-        while True:
-            v = _F32(self.rand()) * _TWO_M32
-            if v < _F32(1.0):
-                return v
-
     # ---------------------------------------------------------------- gaussian
     def gaussian(self, n, mu, sigma):
         """n float32 values of boost::normal_distribution<float>(mu, sigma).

@@ -110,8 +110,8 @@ class Solver:
     # False: the per-blob update (compute_update_value), kept as the reference the fused one
     # is tested against.
     fused_update = True
-    # False: each iteration's loss is read back from the device at once (the behaviour before
-    # the losses were deferred to the display; for before/after timings).
+    # False: each iteration's loss is read back from the device at once instead of at the
+    # display (the reference the deferred losses are timed against).
     defer_losses = True
 
     def __init__(self, param, source=None, rank=None, world_size=None, log=None,

@@ -241,8 +241,6 @@ CBIS_CALC_COLUMNS = ["patient_id", "breast density", "left or right breast", "im
                      "abnormality id", "abnormality type", "calc type", "calc distribution",
                      "assessment", "pathology", "subtlety", "image file path",
                      "cropped image file path", "ROI mask file path"]
-CBIS_SHAPES = {"ROUND": "ROUND", "OVAL": "OVAL", "LOBULATED": "LOBULATED",
-               "IRREGULAR": "IRREGULAR"}
 
 
 class _CBISWriter:

@@ -1,7 +1,6 @@
-"""Read and write `.solverstate` files (SolverState: iter, learned_net, history, current_step)."""
+"""Read `.solverstate` files (SolverState: iter, learned_net, history, current_step)."""
 import os
 
-from deepmammo.atomic import write_bytes
 from deepmammo.caffe.formats.blobproto import blob_to_array
 from deepmammo.caffe.formats.caffemodel import _read_bytes, check_blobs, parse_message
 from deepmammo.caffe.proto import caffe_pb2 as pb
@@ -18,8 +17,3 @@ def read_solverstate(path):
 def history_arrays(state):
     """The history blobs of a SolverState as float32 arrays."""
     return [blob_to_array(b, where=f"history blob {i}") for i, b in enumerate(state.history)]
-
-
-def write_solverstate(state, path):
-    """Write a SolverState atomically."""
-    write_bytes(path, state.SerializeToString())
