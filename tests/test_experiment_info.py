@@ -10,8 +10,8 @@ import subprocess
 import time
 
 import pytest
-from test_report_world import CROP, DEPLOY, build_world
-from userpaths import ROOT, env, make_workspace
+from helpers import ROOT, env
+from worlds import CROP, DEPLOY, build_world, make_workspace
 
 from deepmammo.cli import main
 from deepmammo.experiment import experiment_names, load_config, variant_name
