@@ -73,8 +73,10 @@ layer { name: "py" type: "Python" bottom: "data" top: "out"
 
 
 def user_env(**extra):
-    out = env(PYTHONPATH=ROOT, **extra)
+    """The user's environment: no GLOG_minloglevel unless the test sets one."""
+    out = env(PYTHONPATH=ROOT)
     out.pop("GLOG_minloglevel", None)
+    out.update(extra)
     return out
 
 
