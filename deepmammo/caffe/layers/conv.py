@@ -55,7 +55,10 @@ class _PointwiseConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight = ctx.saved_tensors
+        # Detached: a saved input keeps requires_grad, and matmul then folds the batch into one
+        # GEMM on transposed copies (two more passes over dy and dx); the batched GEMM gives
+        # the same values.
+        x, weight = (t.detach() for t in ctx.saved_tensors)
         n, c, h, w = x.shape
         o = weight.shape[0]
         dy = dy.reshape(n, o, h * w)
