@@ -73,8 +73,9 @@ layer { name: "py" type: "Python" bottom: "data" top: "out"
 
 
 def user_env(**extra):
-    out = env(PYTHONPATH=ROOT, **extra)
+    out = env(PYTHONPATH=ROOT)
     out.pop("GLOG_minloglevel", None)
+    out.update(extra)
     return out
 
 
