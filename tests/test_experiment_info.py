@@ -72,6 +72,7 @@ def _make_n(workspace, *args):
     return proc.stdout
 
 
+@pytest.mark.subprocess
 def test_make_builds_and_passes_the_variant_the_package_names(tmp_path, capsys):
     ws = make_workspace(str(tmp_path / "ws"))
     for name in ("levynet", "alexnet-noaug-small"):
@@ -102,6 +103,7 @@ def test_make_builds_and_passes_the_variant_the_package_names(tmp_path, capsys):
     assert "broken.yaml: not valid YAML" in proc.stderr
 
 
+@pytest.mark.subprocess
 def test_make_evaluate_and_external_are_one_eval_run_each(tmp_path):
     ws = make_workspace(str(tmp_path / "ws"))
     out = _make_n(ws, "evaluate", "RUN=runs/x/latest", "DATA=data/d", "DEVICE=cuda",
@@ -193,6 +195,7 @@ def test_eval_run_external_scores_each_split_with_the_runs_choice(runs, capsys):
     assert f"{os.getcwd()}/large-aug" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_a_dry_run_without_the_package_installs_nothing_and_says_so(tmp_path):
     ws = make_workspace(str(tmp_path / "ws"))
     os.remove(os.path.join(ws, ".venv"))
