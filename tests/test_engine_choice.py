@@ -6,10 +6,10 @@ import json
 import os
 
 import pytest
-from solver_scenario import make_data, write_solver
 
 from deepmammo import engine
 from deepmammo.caffe import mode
+from deepmammo.caffe.scenario import make_data, write_solver
 from deepmammo.cli import build_parser, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

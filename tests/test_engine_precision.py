@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from helpers import run_cli
-from solver_scenario import make_data, write_solver
 
 import deepmammo.caffe as caffe
 from deepmammo.caffe import mode
 from deepmammo.caffe.net import DeferredLoss, resolve_losses
+from deepmammo.caffe.scenario import make_data, write_solver
 from deepmammo.caffe.solvers import get_solver
 
 NET = '''name: "tiny"

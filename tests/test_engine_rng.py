@@ -11,7 +11,6 @@ import os
 import numpy as np
 import pytest
 from helpers import load_script, run_cli
-from solver_scenario import make_data, write_solver
 
 import deepmammo.caffe as ours
 from deepmammo.caffe import rng
@@ -20,6 +19,7 @@ from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
 from deepmammo.caffe.formats.datum import array_to_datum
 from deepmammo.caffe.formats.lmdb_io import LMDBWriter, lmdb_key
 from deepmammo.caffe.proto import caffe_pb2 as pb
+from deepmammo.caffe.scenario import make_data, write_solver
 from deepmammo.caffe.solvers import get_solver
 
 SEEDS = (1, 77, 2 ** 31 + 5)

@@ -15,7 +15,6 @@ import lmdb
 import numpy as np
 import pytest
 from helpers import env, error_line, run_cli
-from solver_scenario import make_data, write_solver
 from worlds import make_archive
 
 from deepmammo import atomic
@@ -23,6 +22,7 @@ from deepmammo.caffe.formats import lmdb_io
 from deepmammo.caffe.formats.caffemodel import read_caffemodel
 from deepmammo.caffe.formats.lmdb_io import LMDBWriter
 from deepmammo.caffe.formats.solverstate import read_solverstate
+from deepmammo.caffe.scenario import make_data, write_solver
 from deepmammo.prep.build import build_lmdbs
 from deepmammo.prep.crops import build_crops, read_crops
 from deepmammo.prep.split import make_split, write_split

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from solver_scenario import make_data, make_initial_weights, params_of, write_solver
 
 import deepmammo.caffe as caffe
 from deepmammo.caffe import distributed
 from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
 from deepmammo.caffe.netstate import NetError
+from deepmammo.caffe.scenario import make_data, make_initial_weights, params_of, write_solver
 
 TOL = 2e-5
 

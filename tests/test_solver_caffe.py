@@ -9,14 +9,14 @@ import os
 
 import numpy as np
 import pytest
-from solver_scenario import (
+
+from deepmammo.caffe.scenario import (
     assert_params_close,
     make_data,
     make_initial_weights,
     params_of,
     write_solver,
 )
-
 from deepmammo.caffe.solvers import get_solver
 
 STEPS = 12

@@ -5,9 +5,9 @@ import os
 
 import numpy as np
 import pytest
-from solver_scenario import make_data, make_initial_weights, write_solver
 
 from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
+from deepmammo.caffe.scenario import make_data, make_initial_weights, write_solver
 from deepmammo.cli import main as cli_main
 
 BODY = ('type: "Nesterov" base_lr: 0.05 momentum: 0.9 lr_policy: "poly" power: 1 '

@@ -5,10 +5,10 @@ import os
 
 import numpy as np
 import pytest
-from solver_scenario import make_data, make_initial_weights, params_of, write_solver
 
 from deepmammo.caffe import distributed
 from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
+from deepmammo.caffe.scenario import make_data, make_initial_weights, params_of, write_solver
 from deepmammo.caffe.solvers import get_solver
 
 SCHEDULE = ('type: "SGD" base_lr: 0.1 momentum: 0.9 lr_policy: "step" gamma: 0.5 stepsize: 3 '

@@ -6,8 +6,8 @@ losses deferred to the display (Solver.defer_losses) log the same smoothed loss 
 back every iteration."""
 import pytest
 import torch
-from solver_scenario import make_data, write_solver
 
+from deepmammo.caffe.scenario import make_data, write_solver
 from deepmammo.caffe.solvers import get_solver
 
 STEPS = 9

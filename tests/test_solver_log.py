@@ -8,9 +8,9 @@ import types
 import warnings
 
 import pytest
-from solver_scenario import make_data, write_solver
 
 from deepmammo.caffe.real import find_build
+from deepmammo.caffe.scenario import make_data, write_solver
 from deepmammo.caffe.solvers import get_solver
 from deepmammo.caffe.train_log import TrainLog, fmt, glog_line
 

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 from helpers import ROOT, run, run_cli
-from solver_scenario import make_data, write_solver
 
 from deepmammo.caffe.formats.caffemodel import layer_blobs, read_caffemodel
+from deepmammo.caffe.scenario import make_data, write_solver
 from deepmammo.caffe.solvers import get_solver
 from deepmammo.cli import main as cli_main
 

@@ -1,6 +1,7 @@
-"""A tiny training set-up shared by the solver tests: float Datums in LMDBs, a small net of
-InnerProduct layers (one frozen, others with lr_mult / decay_mult), initial weights made by real
-Caffe, and solver files. Real Caffe and our engine read exactly the same files."""
+"""A tiny training set-up for checking solvers: float Datums in LMDBs, a small net of
+InnerProduct layers (one frozen, others with lr_mult / decay_mult), initial weights made by
+either engine, and solver files; real Caffe and the torch engine read exactly the same files.
+The solver tests and scripts/check_solver_gpu.py both use it."""
 import os
 
 import numpy as np
